@@ -1,0 +1,368 @@
+#!/usr/bin/env python3
+"""Local stack for development, tests and CI (stdlib only: it runs before the venv exists).
+
+    python3 deploy/local/devstack.py setup      # .venv with every package editable + dev deps,
+                                                # redis-server and a MongoDB-compatible server
+    python3 deploy/local/devstack.py servers    # start Redis + MongoDB/FerretDB, print URLs, wait
+    python3 deploy/local/devstack.py run        # servers + control center + orchestrator
+
+MongoDB: ``mongod`` from PATH when present, otherwise FerretDB v1.24.2 built with Go
+from the wrapper in ``deploy/local/ferretdb`` into ``~/.cache/provisioning`` (reused).
+``MONGODB_URL`` / ``REDIS_URL`` given: those are used and nothing is started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV = ROOT / ".venv"
+FERRETDB_VERSION = "v1.24.2"
+FERRETDB_SRC = Path(__file__).resolve().parent / "ferretdb"
+CACHE = Path(os.environ.get("PROVISIONING_CACHE", Path.home() / ".cache" / "provisioning"))
+PACKAGES = ["libs/common", "libs/client", "services/orchestrator", "services/control_center"]
+
+
+def log(msg: str) -> None:
+    print(f"[devstack] {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- setup
+
+
+def venv_python() -> Path:
+    return VENV / "bin" / "python"
+
+
+def ensure_venv() -> None:
+    stamp = VENV / ".provisioning-installed"
+    inputs = [ROOT / "pyproject.toml"] + [ROOT / p / "pyproject.toml" for p in PACKAGES]
+    newest = max(p.stat().st_mtime for p in inputs)
+    if stamp.exists() and stamp.stat().st_mtime >= newest:
+        return
+    if not venv_python().exists():
+        log("creating .venv")
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+    pip = [str(venv_python()), "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "install", "-U", "pip>=25.1"], check=True)
+    args = [*pip, "install"]
+    for pkg in PACKAGES:
+        args += ["-e", str(ROOT / pkg)]
+    args += ["--group", f"{ROOT / 'pyproject.toml'}:dev"]
+    log("installing packages (editable) and dev dependencies")
+    subprocess.run(args, check=True, cwd=ROOT)
+    stamp.touch()
+
+
+def _apt_install(package: str) -> None:
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        raise SystemExit(f"{package} is missing and cannot be installed here: install it first")
+    log(f"installing Debian package {package}")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-qq", package], check=True, env=env,
+                   stdout=subprocess.DEVNULL)
+
+
+def ensure_redis() -> str:
+    path = shutil.which("redis-server")
+    if path is None:
+        _apt_install("redis-server")
+        path = shutil.which("redis-server") or "/usr/bin/redis-server"
+    return path
+
+
+def ferretdb_binary() -> Path:
+    return CACHE / f"ferretdb-{FERRETDB_VERSION}"
+
+
+def ensure_mongo() -> tuple[str, str]:
+    """``("mongod", path)`` when on PATH, else ``("ferretdb", path)`` (built once)."""
+    mongod = shutil.which("mongod")
+    if mongod:
+        return "mongod", mongod
+    binary = ferretdb_binary()
+    if binary.exists():
+        return "ferretdb", str(binary)
+    go = shutil.which("go") or ("/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists() else None)
+    if go is None:
+        raise SystemExit("neither mongod nor Go is available: install one of them")
+    CACHE.mkdir(parents=True, exist_ok=True)
+    log(f"building FerretDB {FERRETDB_VERSION} into {binary} (once)")
+    started = time.monotonic()
+    tmp = binary.with_suffix(".tmp")
+    subprocess.run([go, "build", "-trimpath", "-o", str(tmp), "."], check=True, cwd=FERRETDB_SRC)
+    tmp.replace(binary)
+    log(f"FerretDB built in {time.monotonic() - started:.1f}s")
+    return "ferretdb", str(binary)
+
+
+# ------------------------------------------------------------------------- servers
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def redis_ping(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+            sock.sendall(b"*1\r\n$4\r\nPING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def _bson_ping() -> bytes:
+    # {"ping": 1, "$db": "admin"} encoded by hand: stdlib only.
+    body = b"\x10ping\x00" + struct.pack("<i", 1) + b"\x02$db\x00" + struct.pack("<i", 6) + b"admin\x00"
+    return struct.pack("<i", len(body) + 5) + body + b"\x00"
+
+
+def mongo_ping(port: int) -> bool:
+    """A real ``ping`` command over OP_MSG; true when the server answers ok."""
+    doc = _bson_ping()
+    payload = struct.pack("<I", 0) + b"\x00" + doc
+    header = struct.pack("<iiii", 16 + len(payload), 1, 0, 2013)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+            sock.sendall(header + payload)
+            data = b""
+            while len(data) < 4:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    return False
+                data += chunk
+            total = struct.unpack("<i", data[:4])[0]
+            while len(data) < total:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    return False
+                data += chunk
+            return b"ok\x00" in data and b"\x00\x00\x00\x00\x00\x00\xf0?" in data
+    except OSError:
+        return False
+
+
+def wait_until(check: object, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} did not answer within {timeout:.0f}s")
+
+
+@dataclass
+class Stack:
+    """Servers started (or given) for one run; ``stop()`` ends what it started."""
+
+    workdir: Path
+    mongodb_url: str = ""
+    redis_url: str = ""
+    mongo_kind: str = ""
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    mongo_process: subprocess.Popen[bytes] | None = None
+    mongo_port: int = 0
+
+    def env(self) -> dict[str, str]:
+        return {"MONGODB_URL": self.mongodb_url, "REDIS_URL": self.redis_url}
+
+    def stop(self) -> None:
+        for proc in reversed(self.processes):
+            stop_process(proc)
+        self.processes.clear()
+
+    def stop_mongo(self) -> None:
+        if self.mongo_process is not None:
+            stop_process(self.mongo_process)
+            self.processes.remove(self.mongo_process)
+            self.mongo_process = None
+
+    def start_mongo(self) -> None:
+        """(Re)start the MongoDB-compatible server on the same port and data."""
+        kind, binary = ensure_mongo()
+        port = self.mongo_port or free_port()
+        self.mongo_port = port
+        data = self.workdir / "mongo"
+        data.mkdir(parents=True, exist_ok=True)
+        logf = (self.workdir / "mongo.log").open("ab")
+        if kind == "mongod":
+            argv = [binary, "--bind_ip", "127.0.0.1", "--port", str(port), "--dbpath", str(data),
+                    "--quiet"]
+        else:
+            argv = [binary, "--listen-addr", f"127.0.0.1:{port}", "--data-dir", str(data)]
+        proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        self.processes.append(proc)
+        self.mongo_process = proc
+        self.mongo_kind = kind
+        wait_until(lambda: mongo_ping(port), f"{kind} on port {port}")
+        self.mongodb_url = f"mongodb://127.0.0.1:{port}/"
+
+
+def stop_process(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def start_servers(workdir: Path | None = None) -> Stack:
+    """Start Redis and the MongoDB-compatible server unless URLs are given."""
+    stack = Stack(workdir=workdir or Path(tempfile.mkdtemp(prefix="provisioning-stack-")))
+    stack.workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        given_redis = os.environ.get("REDIS_URL")
+        if given_redis:
+            stack.redis_url = given_redis
+        else:
+            redis = ensure_redis()
+            port = free_port()
+            proc = subprocess.Popen(
+                [redis, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--dir", str(stack.workdir), "--protected-mode", "yes"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            )
+            stack.processes.append(proc)
+            wait_until(lambda: redis_ping(port), f"redis-server on port {port}")
+            stack.redis_url = f"redis://127.0.0.1:{port}/0"
+        given_mongo = os.environ.get("MONGODB_URL")
+        if given_mongo:
+            stack.mongodb_url = given_mongo
+            stack.mongo_kind = "given"
+        else:
+            stack.start_mongo()
+    except BaseException:
+        stack.stop()
+        raise
+    return stack
+
+
+@contextlib.contextmanager
+def running_servers(workdir: Path | None = None) -> Iterator[Stack]:
+    stack = start_servers(workdir)
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+# ----------------------------------------------------------------------- commands
+
+
+def cmd_setup(_: argparse.Namespace) -> None:
+    ensure_venv()
+    ensure_redis()
+    kind, path = ensure_mongo()
+    log(f"ready: redis-server, {kind} ({path}), {VENV}")
+
+
+def _wait_for_signal() -> None:
+    stop = {"flag": False}
+
+    def handler(signum: int, frame: object) -> None:
+        stop["flag"] = True
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    while not stop["flag"]:
+        time.sleep(0.2)
+
+
+def cmd_servers(args: argparse.Namespace) -> None:
+    with running_servers(Path(args.dir) if args.dir else None) as stack:
+        print(f"MONGODB_URL={stack.mongodb_url}\nREDIS_URL={stack.redis_url}", flush=True)
+        _wait_for_signal()
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    ensure_venv()
+    workdir = Path(args.dir or ROOT / ".local-stack")
+    with running_servers(workdir) as stack:
+        password = os.environ.get("BOOTSTRAP_ADMIN_PASSWORD") or _stored_password(workdir)
+        cli = os.environ.get("PROVISIONING_CLI") or str(ROOT / "deploy/local/provisioning_simulator.py")
+        service_secret = _stored_secret(workdir, "service-secret")
+        base = {
+            **os.environ,
+            **stack.env(),
+            "BOOTSTRAP_ADMIN_PASSWORD": password,
+            "SERVICE_CLIENT_SECRET": service_secret,
+            "SERVICE_CLIENTS": f"orchestrator:{service_secret}",
+        }
+        cc_port = int(os.environ.get("CONTROL_CENTER_PORT", "9080"))
+        orch_port = int(os.environ.get("ORCHESTRATOR_PORT", "9090"))
+        py = str(venv_python())
+        cc = subprocess.Popen([py, "-m", "control_center"],
+                              env={**base, "PORT": str(cc_port)}, start_new_session=True)
+        stack.processes.append(cc)
+        orch = subprocess.Popen(
+            [py, "-m", "orchestrator"],
+            env={**base, "PORT": str(orch_port), "PROVISIONING_CLI": cli,
+                 "CONTROL_CENTER_URL": f"http://127.0.0.1:{cc_port}"},
+            start_new_session=True,
+        )
+        stack.processes.append(orch)
+        print(
+            f"\n  control center  http://localhost:{cc_port}\n"
+            f"  orchestrator    http://localhost:{orch_port}\n"
+            f"  admin user      admin / {password}\n"
+            f"  MongoDB ({stack.mongo_kind}) {stack.mongodb_url}\n  Redis {stack.redis_url}\n"
+            "  Ctrl-C stops everything.\n",
+            flush=True,
+        )
+        _wait_for_signal()
+    log("stopped")
+
+
+def _stored_secret(workdir: Path, name: str) -> str:
+    path = workdir / name
+    if not path.exists():
+        workdir.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(24))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def _stored_password(workdir: Path) -> str:
+    return _stored_secret(workdir, "admin-password")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("setup").set_defaults(func=cmd_setup)
+    p = sub.add_parser("servers")
+    p.add_argument("--dir")
+    p.set_defaults(func=cmd_servers)
+    p = sub.add_parser("run")
+    p.add_argument("--dir")
+    p.set_defaults(func=cmd_run)
+    args = parser.parse_args()
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

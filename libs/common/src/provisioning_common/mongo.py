@@ -1,0 +1,67 @@
+"""MongoDB helpers on PyMongo's async API (``AsyncMongoClient``).
+
+Motor reached end of life on 2026-05-14; its maintainers point to the PyMongo
+Async API as its successor, which is what this project uses.
+
+Portability (DESIGN §3): nothing here uses transactions, change streams, TTL /
+partial / text indexes or projections on ``find_one_and_*``. Mutual exclusion rests
+on :func:`claim`, an insert with a unique ``_id``, never on conditional updates."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+Document = dict[str, Any]
+
+
+def open_client(url: str, *, timeout_ms: int = 5000) -> AsyncMongoClient[Document]:
+    """A tz-aware client with bounded server selection, so an unreachable
+    database fails a request in seconds instead of hanging it."""
+    return AsyncMongoClient(
+        url,
+        tz_aware=True,
+        serverSelectionTimeoutMS=timeout_ms,
+        connectTimeoutMS=timeout_ms,
+        uuidRepresentation="standard",
+    )
+
+
+async def ping(db: AsyncDatabase[Document]) -> None:
+    await db.command("ping")
+
+
+@dataclass(frozen=True, slots=True)
+class IndexSpec:
+    keys: Sequence[tuple[str, int]]
+    name: str
+    unique: bool = False
+
+
+async def ensure_indexes(
+    collection: AsyncCollection[Document], specs: Sequence[IndexSpec]
+) -> None:
+    """Create indexes idempotently at start-up (same name and keys: no-op)."""
+    for spec in specs:
+        await collection.create_index(list(spec.keys), name=spec.name, unique=spec.unique)
+
+
+async def claim(collection: AsyncCollection[Document], doc: Mapping[str, Any]) -> bool:
+    """Insert ``doc`` (which must carry its ``_id``); True when this caller won.
+
+    The unique ``_id`` decides a contested change on every MongoDB-compatible
+    server, FerretDB included: exactly one insert succeeds, the others get a
+    duplicate-key error and back off."""
+    if "_id" not in doc:
+        raise ValueError("claim() needs a document with an explicit _id")
+    try:
+        await collection.insert_one(dict(doc))
+    except DuplicateKeyError:
+        return False
+    return True

@@ -1,0 +1,175 @@
+"""Application scaffolding both services share: typed AppKeys, storage clients
+opened and closed in ``cleanup_ctx``, ``/health``, readiness, ``/metrics``, rate-limit
+enforcement and the client address behind trusted proxies."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+
+from aiohttp import web
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+from redis.asyncio import Redis
+
+from .config import CommonSettings
+from .envelope import ok
+from .errors import ServiceUnavailable, TooManyRequests, Unauthorized
+from .events import EventBus
+from .metrics import RATE_LIMIT_REJECTIONS, metrics_handler
+from .middleware import make_middlewares
+from .mongo import Document, open_client, ping
+from .ratelimit import RateDecision, RateLimiter
+from .redis_client import open_redis
+
+log = logging.getLogger(__name__)
+
+COMMON_SETTINGS = web.AppKey("common_settings", CommonSettings)
+MONGO_CLIENT = web.AppKey("mongo_client", AsyncMongoClient)
+DATABASE = web.AppKey("database", AsyncDatabase)
+REDIS = web.AppKey("redis", Redis)
+EVENT_BUS = web.AppKey("event_bus", EventBus)
+RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
+
+RATE_HEADERS = "rate_limit_headers"
+ReadinessCheck = Callable[[web.Application], Awaitable[None]]
+
+
+def create_base_app(settings: CommonSettings) -> web.Application:
+    app = web.Application(
+        client_max_size=settings.max_body_bytes,
+        middlewares=make_middlewares(settings.service),
+    )
+    app[COMMON_SETTINGS] = settings
+    app.cleanup_ctx.append(storage_ctx)
+    app.on_response_prepare.append(_add_rate_headers)
+    return app
+
+
+async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[COMMON_SETTINGS]
+    client = open_client(settings.mongodb_url)
+    redis = open_redis(settings.redis_url)
+    app[MONGO_CLIENT] = client
+    app[DATABASE] = client[settings.database]
+    app[REDIS] = redis
+    app[EVENT_BUS] = EventBus(redis)
+    app[RATE_LIMITER] = RateLimiter(redis)
+    try:
+        yield
+    finally:
+        await redis.aclose()
+        await client.close()
+
+
+async def _add_rate_headers(request: web.Request, response: web.StreamResponse) -> None:
+    headers: Mapping[str, str] | None = request.get(RATE_HEADERS)
+    if headers:
+        for name, value in headers.items():
+            response.headers.setdefault(name, value)
+
+
+async def enforce_rate_limit(
+    request: web.Request, tier: str, subject: str, limit: int
+) -> RateDecision | None:
+    """Count one request of ``subject`` in ``tier``; raise 429 when over the limit.
+
+    The ``X-RateLimit-*`` headers are attached to whatever response follows."""
+    settings = request.app[COMMON_SETTINGS]
+    if not settings.rate_limits.enabled:
+        return None
+    limiter = request.app[RATE_LIMITER]
+    try:
+        decision = await limiter.hit(tier, subject, limit, settings.rate_limits.window_seconds)
+    except Exception as exc:  # Redis down: fail closed, clearly
+        log.warning("rate limiter unavailable: %s", type(exc).__name__)
+        raise ServiceUnavailable("Rate limiter unavailable, try again later") from exc
+    request[RATE_HEADERS] = decision.headers()
+    if not decision.allowed:
+        RATE_LIMIT_REJECTIONS.labels(settings.service, tier).inc()
+        raise TooManyRequests(decision.retry_after, headers=decision.headers())
+    return decision
+
+
+def client_ip(request: web.Request) -> str:
+    """The caller's address; ``X-Forwarded-For`` is believed only when the direct
+    peer is a configured trusted proxy (then the right-most untrusted hop wins)."""
+    peer = request.remote or "unknown"
+    trusted = request.app[COMMON_SETTINGS].trusted_proxies
+    if not trusted or not _is_trusted(peer, trusted):
+        return peer
+    forwarded = request.headers.get("X-Forwarded-For", "")
+    hops = [h.strip() for h in forwarded.split(",") if h.strip()]
+    for hop in reversed(hops):
+        if not _is_trusted(hop, trusted):
+            return hop
+    return hops[0] if hops else peer
+
+
+def _is_trusted(address: str, trusted: tuple[str, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    for entry in trusted:
+        try:
+            if ip in ipaddress.ip_network(entry, strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+async def check_mongo(app: web.Application) -> None:
+    await ping(app[DATABASE])
+
+
+async def check_redis(app: web.Application) -> None:
+    await app[REDIS].ping()
+
+
+def add_operational_routes(
+    app: web.Application,
+    *,
+    health_message: str,
+    checks: Mapping[str, ReadinessCheck],
+    check_timeout: float = 3.0,
+) -> None:
+    """``GET /health`` (liveness, no dependencies), ``GET /ready`` (every
+    dependency really checked) and ``GET /metrics``."""
+
+    async def health(request: web.Request) -> web.Response:
+        return ok(health_message)
+
+    async def ready(request: web.Request) -> web.Response:
+        results: dict[str, str] = {}
+        for name, check in checks.items():
+            try:
+                await asyncio.wait_for(check(request.app), check_timeout)
+                results[name] = "Healthy"
+            except Exception as exc:
+                log.warning("readiness check %s failed: %s", name, type(exc).__name__)
+                results[name] = "Unhealthy"
+        failed = [name for name, state in results.items() if state != "Healthy"]
+        if failed:
+            raise ServiceUnavailable(
+                f"Not ready: {', '.join(failed)} unavailable", details={"components": results}
+            )
+        return ok({"status": "Ready", "components": results})
+
+    async def metrics(request: web.Request) -> web.StreamResponse:
+        token = request.app[COMMON_SETTINGS].metrics_token
+        if token is not None:
+            import hmac
+
+            given = request.headers.get("Authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                raise Unauthorized()
+        return await metrics_handler(request)
+
+    app.router.add_get("/health", health)
+    app.router.add_get("/ready", ready)
+    app.router.add_get("/metrics", metrics)
+

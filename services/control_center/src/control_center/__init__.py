@@ -1,0 +1,1 @@
+"""Provisioning control center: login with MFA, JWT, users, policies, audit."""

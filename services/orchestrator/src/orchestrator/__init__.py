@@ -1,0 +1,1 @@
+"""Provisioning orchestrator: workflow tasks, batch DAGs, state, rollback, /ws, webhooks."""
