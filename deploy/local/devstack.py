@@ -74,8 +74,9 @@ def _apt_install(package: str) -> None:
     log(f"installing Debian package {package}")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-    subprocess.run(["apt-get", "install", "-y", "-qq", package], check=True, env=env,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-qq", package], check=True, env=env, stdout=subprocess.DEVNULL
+    )
 
 
 def ensure_redis() -> str:
@@ -98,7 +99,9 @@ def ensure_mongo() -> tuple[str, str]:
     binary = ferretdb_binary()
     if binary.exists():
         return "ferretdb", str(binary)
-    go = shutil.which("go") or ("/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists() else None)
+    go = shutil.which("go") or (
+        "/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists() else None
+    )
     if go is None:
         raise SystemExit("neither mongod nor Go is available: install one of them")
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -131,7 +134,13 @@ def redis_ping(port: int) -> bool:
 
 def _bson_ping() -> bytes:
     # {"ping": 1, "$db": "admin"} encoded by hand: stdlib only.
-    body = b"\x10ping\x00" + struct.pack("<i", 1) + b"\x02$db\x00" + struct.pack("<i", 6) + b"admin\x00"
+    body = (
+        b"\x10ping\x00"
+        + struct.pack("<i", 1)
+        + b"\x02$db\x00"
+        + struct.pack("<i", 6)
+        + b"admin\x00"
+    )
     return struct.pack("<i", len(body) + 5) + body + b"\x00"
 
 
@@ -202,14 +211,23 @@ class Stack:
         self.mongo_port = port
         data = self.workdir / "mongo"
         data.mkdir(parents=True, exist_ok=True)
-        logf = (self.workdir / "mongo.log").open("ab")
         if kind == "mongod":
-            argv = [binary, "--bind_ip", "127.0.0.1", "--port", str(port), "--dbpath", str(data),
-                    "--quiet"]
+            argv = [
+                binary,
+                "--bind_ip",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--dbpath",
+                str(data),
+                "--quiet",
+            ]
         else:
             argv = [binary, "--listen-addr", f"127.0.0.1:{port}", "--data-dir", str(data)]
-        proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        with (self.workdir / "mongo.log").open("ab") as logf:  # the child keeps its own fd
+            proc = subprocess.Popen(
+                argv, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True
+            )
         self.processes.append(proc)
         self.mongo_process = proc
         self.mongo_kind = kind
@@ -242,9 +260,24 @@ def start_servers(workdir: Path | None = None) -> Stack:
             redis = ensure_redis()
             port = free_port()
             proc = subprocess.Popen(
-                [redis, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                 "--appendonly", "no", "--dir", str(stack.workdir), "--protected-mode", "yes"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                [
+                    redis,
+                    "--port",
+                    str(port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(stack.workdir),
+                    "--protected-mode",
+                    "yes",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
             )
             stack.processes.append(proc)
             wait_until(lambda: redis_ping(port), f"redis-server on port {port}")
@@ -303,7 +336,9 @@ def cmd_run(args: argparse.Namespace) -> None:
     workdir = Path(args.dir or ROOT / ".local-stack")
     with running_servers(workdir) as stack:
         password = os.environ.get("BOOTSTRAP_ADMIN_PASSWORD") or _stored_password(workdir)
-        cli = os.environ.get("PROVISIONING_CLI") or str(ROOT / "deploy/local/provisioning_simulator.py")
+        cli = os.environ.get("PROVISIONING_CLI") or str(
+            ROOT / "deploy/local/provisioning_simulator.py"
+        )
         service_secret = _stored_secret(workdir, "service-secret")
         base = {
             **os.environ,
@@ -315,13 +350,18 @@ def cmd_run(args: argparse.Namespace) -> None:
         cc_port = int(os.environ.get("CONTROL_CENTER_PORT", "9080"))
         orch_port = int(os.environ.get("ORCHESTRATOR_PORT", "9090"))
         py = str(venv_python())
-        cc = subprocess.Popen([py, "-m", "control_center"],
-                              env={**base, "PORT": str(cc_port)}, start_new_session=True)
+        cc = subprocess.Popen(
+            [py, "-m", "control_center"], env={**base, "PORT": str(cc_port)}, start_new_session=True
+        )
         stack.processes.append(cc)
         orch = subprocess.Popen(
             [py, "-m", "orchestrator"],
-            env={**base, "PORT": str(orch_port), "PROVISIONING_CLI": cli,
-                 "CONTROL_CENTER_URL": f"http://127.0.0.1:{cc_port}"},
+            env={
+                **base,
+                "PORT": str(orch_port),
+                "PROVISIONING_CLI": cli,
+                "CONTROL_CENTER_URL": f"http://127.0.0.1:{cc_port}",
+            },
             start_new_session=True,
         )
         stack.processes.append(orch)
@@ -351,7 +391,9 @@ def _stored_password(workdir: Path) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("setup").set_defaults(func=cmd_setup)
     p = sub.add_parser("servers")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,7 +17,7 @@ import requests
 
 from .stack import ROOT, devstack
 
-LOG_DIR = Path(os.environ.get("E2E_LOG_DIR", "/tmp/provisioning-e2e-logs"))
+LOG_DIR = Path(os.environ.get("E2E_LOG_DIR", Path(tempfile.gettempdir()) / "provisioning-e2e-logs"))
 
 
 @dataclass
@@ -36,12 +38,16 @@ class ServiceProcess:
             self.port = devstack.free_port()
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         self.log_path = LOG_DIR / f"{self.module}-{self.port}-{os.getpid()}.log"
-        logf = self.log_path.open("ab")
         env = {**self.env, "PORT": str(self.port), "HOST": "127.0.0.1"}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", self.module, *self.extra_args],
-            env=env, stdout=logf, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
-        )
+        with self.log_path.open("ab") as logf:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", self.module, *self.extra_args],
+                env=env,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -64,10 +70,8 @@ class ServiceProcess:
         if self.proc is None:
             return None
         if self.proc.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                pass
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:

@@ -6,6 +6,7 @@ naming the variable, never later with a stack trace."""
 
 from __future__ import annotations
 
+import builtins
 import os
 import tomllib
 from collections.abc import Mapping
@@ -21,10 +22,10 @@ class ConfigError(Exception):
 class EnvReader:
     """Typed access to environment variables with clear errors."""
 
-    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+    def __init__(self, env: Mapping[builtins.str, builtins.str] | None = None) -> None:
         self.env = os.environ if env is None else env
 
-    def str(self, name: str, default: str | None = None) -> str:
+    def str(self, name: builtins.str, default: builtins.str | None = None) -> builtins.str:
         value = self.env.get(name)
         if value is None or value == "":
             if default is None:
@@ -32,11 +33,18 @@ class EnvReader:
             return default
         return value
 
-    def optional(self, name: str) -> str | None:
+    def optional(self, name: builtins.str) -> builtins.str | None:
         value = self.env.get(name)
         return value if value else None
 
-    def int(self, name: str, default: int, *, low: int | None = None, high: int | None = None) -> int:
+    def int(
+        self,
+        name: builtins.str,
+        default: builtins.int,
+        *,
+        low: builtins.int | None = None,
+        high: builtins.int | None = None,
+    ) -> builtins.int:
         raw = self.env.get(name)
         if raw is None or raw == "":
             return default
@@ -50,7 +58,9 @@ class EnvReader:
             raise ConfigError(f"{name} must be <= {high}, got {value}")
         return value
 
-    def float(self, name: str, default: float, *, low: float | None = None) -> float:
+    def float(
+        self, name: builtins.str, default: builtins.float, *, low: builtins.float | None = None
+    ) -> builtins.float:
         raw = self.env.get(name)
         if raw is None or raw == "":
             return default
@@ -62,7 +72,7 @@ class EnvReader:
             raise ConfigError(f"{name} must be >= {low}, got {value}")
         return value
 
-    def bool(self, name: str, default: bool) -> bool:
+    def bool(self, name: builtins.str, default: builtins.bool) -> builtins.bool:
         raw = self.env.get(name)
         if raw is None or raw == "":
             return default
@@ -73,7 +83,9 @@ class EnvReader:
             return False
         raise ConfigError(f"{name} must be a boolean (true/false), got {raw!r}")
 
-    def list(self, name: str, default: list[str] | None = None) -> list[str]:
+    def list(
+        self, name: builtins.str, default: builtins.list[builtins.str] | None = None
+    ) -> builtins.list[builtins.str]:
         raw = self.env.get(name)
         if raw is None or raw.strip() == "":
             return list(default or [])

@@ -65,4 +65,4 @@ class EventBus:
                     yield str(message["channel"]), payload
         finally:
             await pubsub.unsubscribe()
-            await pubsub.aclose()
+            await pubsub.aclose()  # type: ignore[no-untyped-call]

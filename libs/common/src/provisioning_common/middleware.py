@@ -33,7 +33,7 @@ _HTTP_MESSAGES = {
     405: "Method not allowed",
     413: "Request body too large",
 }
-REQUEST_ID_KEY = "request_id"
+REQUEST_ID_KEY = web.RequestKey("request_id", str)
 
 
 def _request_id(request: web.Request) -> str:

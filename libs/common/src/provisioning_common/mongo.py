@@ -44,9 +44,7 @@ class IndexSpec:
     unique: bool = False
 
 
-async def ensure_indexes(
-    collection: AsyncCollection[Document], specs: Sequence[IndexSpec]
-) -> None:
+async def ensure_indexes(collection: AsyncCollection[Document], specs: Sequence[IndexSpec]) -> None:
     """Create indexes idempotently at start-up (same name and keys: no-op)."""
     for spec in specs:
         await collection.create_index(list(spec.keys), name=spec.name, unique=spec.unique)

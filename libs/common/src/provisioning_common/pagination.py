@@ -62,7 +62,5 @@ def page_headers(request: web.Request, page: Page, total: int) -> dict[str, str]
     return headers
 
 
-def paginated(
-    request: web.Request, items: Sequence[Any], total: int, page: Page
-) -> web.Response:
+def paginated(request: web.Request, items: Sequence[Any], total: int, page: Page) -> web.Response:
     return ok(list(items), headers=page_headers(request, page, total))

@@ -25,6 +25,6 @@ def negotiate_version(accept: str | None) -> int:
         if version in SUPPORTED_VERSIONS:
             return version
     raise NotAcceptable(
-        f"Unsupported API version; supported: "
+        "Unsupported API version; supported: "
         + ", ".join(f"application/vnd.provisioning.v{v}+json" for v in sorted(SUPPORTED_VERSIONS))
     )

@@ -20,7 +20,7 @@ from .errors import ServiceUnavailable, TooManyRequests, Unauthorized
 from .events import EventBus
 from .metrics import RATE_LIMIT_REJECTIONS, metrics_handler
 from .middleware import make_middlewares
-from .mongo import Document, open_client, ping
+from .mongo import open_client, ping
 from .ratelimit import RateDecision, RateLimiter
 from .redis_client import open_redis
 
@@ -33,7 +33,7 @@ REDIS = web.AppKey("redis", Redis)
 EVENT_BUS = web.AppKey("event_bus", EventBus)
 RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
 
-RATE_HEADERS = "rate_limit_headers"
+RATE_HEADERS = web.RequestKey("rate_limit_headers", dict[str, str])
 ReadinessCheck = Callable[[web.Application], Awaitable[None]]
 
 
@@ -65,7 +65,7 @@ async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _add_rate_headers(request: web.Request, response: web.StreamResponse) -> None:
-    headers: Mapping[str, str] | None = request.get(RATE_HEADERS)
+    headers = request.get(RATE_HEADERS)
     if headers:
         for name, value in headers.items():
             response.headers.setdefault(name, value)
@@ -172,4 +172,3 @@ def add_operational_routes(
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     app.router.add_get("/metrics", metrics)
-
