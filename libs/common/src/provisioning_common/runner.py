@@ -14,6 +14,7 @@ from aiohttp import web
 
 from .config import CommonSettings, ConfigError
 from .logging import configure_logging
+from .prefix import mount
 
 S = TypeVar("S")
 
@@ -36,7 +37,7 @@ def run_service(
         "starting", extra={"host": common.host, "port": common.port, "database": common.database}
     )
     web.run_app(
-        create_app(settings),
+        mount(create_app(settings), common),
         host=common.host,
         port=common.port,
         shutdown_timeout=grace,

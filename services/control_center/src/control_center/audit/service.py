@@ -1,0 +1,68 @@
+"""Writing and querying the audit log."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from .model import AuditRecord, from_document
+from .repository import AuditRepository
+
+
+async def record(
+    repo: AuditRepository,
+    *,
+    action: str,
+    resource: str,
+    result: str,
+    user_id: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    await repo.insert(
+        AuditRecord(
+            action=action, resource=resource, result=result, user_id=user_id, details=details or {}
+        ).to_document()
+    )
+
+
+async def ingest(repo: AuditRepository, event: dict[str, Any]) -> bool:
+    """Store another service's event; False when this id was already stored."""
+    rec = AuditRecord(
+        id=event["id"],
+        timestamp=event["timestamp"],
+        user_id=event.get("user_id"),
+        action=event["action"],
+        resource=event["resource"],
+        result=event["result"],
+        details=event.get("details") or {},
+    )
+    return await repo.insert(rec.to_document())
+
+
+async def search(
+    repo: AuditRepository,
+    *,
+    user_id: str | None = None,
+    action: str | None = None,
+    resource: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int,
+    offset: int,
+) -> tuple[list[dict[str, Any]], int]:
+    query: dict[str, Any] = {}
+    if user_id is not None:
+        query["user_id"] = user_id
+    if action is not None:
+        query["action"] = action
+    if resource is not None:
+        query["resource"] = resource
+    if since is not None or until is not None:
+        span: dict[str, Any] = {}
+        if since is not None:
+            span["$gte"] = since
+        if until is not None:
+            span["$lte"] = until
+        query["timestamp"] = span
+    docs, total = await repo.search(query, limit, offset)
+    return [from_document(d) for d in docs], total

@@ -1,0 +1,112 @@
+"""``/users`` handlers."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from provisioning_common.envelope import ok
+from provisioning_common.openapi import api_doc
+from provisioning_common.pagination import paginated, parse_page
+from provisioning_common.validation import load_body, load_query
+
+from ..auth.guard import authenticate, require, require_roles
+from ..context import get_context
+from . import schemas, service
+from .model import public_user
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/users")
+@api_doc(
+    summary="List users",
+    tags=["users"],
+    query=schemas.UserQuery,
+    response=schemas.UserOut,
+    many=True,
+)
+async def list_users(request: web.Request) -> web.Response:
+    await require(request, "admin", "auditor")
+    query = load_query(request, schemas.UserQuery())
+    page = parse_page(request)
+    items, total = await service.list_users(
+        get_context(request),
+        role=query.get("role"),
+        enabled=query.get("enabled"),
+        limit=page.limit,
+        offset=page.offset,
+    )
+    return paginated(request, items, total, page)
+
+
+@routes.post("/users")
+@api_doc(
+    summary="Create a user",
+    tags=["users"],
+    body=schemas.UserCreateIn,
+    response=schemas.UserCreatedOut,
+    responses={201: "User created", 409: "Username taken"},
+)
+async def create_user(request: web.Request) -> web.Response:
+    principal = await require(request, "admin")
+    body = await load_body(request, schemas.UserCreateIn())
+    return ok(await service.create_user(get_context(request), body, principal.sub), status=201)
+
+
+@routes.get("/users/{id}")
+@api_doc(
+    summary="Get a user (admins, auditors, or the user themself)",
+    tags=["users"],
+    response=schemas.UserOut,
+)
+async def get_user(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    user_id = request.match_info["id"]
+    if principal.sub != user_id:
+        require_roles(principal, ("admin", "auditor"))
+    return ok(public_user(await service.get_user(get_context(request), user_id)))
+
+
+@routes.put("/users/{id}")
+@api_doc(
+    summary="Update a user (admins; users may change their own email and password)",
+    tags=["users"],
+    body=schemas.UserUpdateIn,
+    responses={409: "Last enabled admin", 422: "Validation error or forbidden field"},
+)
+async def update_user(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    body = await load_body(request, schemas.UserUpdateIn())
+    assert principal.user is not None
+    await service.update_user(
+        get_context(request),
+        request.match_info["id"],
+        body,
+        actor=principal.user,
+        actor_is_admin=principal.has_role("admin"),
+    )
+    return ok("User updated successfully")
+
+
+@routes.delete("/users/{id}")
+@api_doc(summary="Delete a user", tags=["users"], responses={409: "Last enabled admin"})
+async def delete_user(request: web.Request) -> web.Response:
+    principal = await require(request, "admin")
+    await service.delete_user(get_context(request), request.match_info["id"], principal.sub)
+    return ok("User deleted successfully")
+
+
+@routes.delete("/users/{id}/mfa")
+@api_doc(summary="Reset a user's MFA enrolment", tags=["users"])
+async def reset_mfa(request: web.Request) -> web.Response:
+    principal = await require(request, "admin")
+    await service.reset_mfa(get_context(request), request.match_info["id"], principal.sub)
+    return ok("MFA reset successfully")
+
+
+@routes.post("/users/{id}/unlock")
+@api_doc(summary="Lift a login lockout", tags=["users"])
+async def unlock_user(request: web.Request) -> web.Response:
+    principal = await require(request, "admin")
+    await service.unlock(get_context(request), request.match_info["id"], principal.sub)
+    return ok("User unlocked successfully")

@@ -1,0 +1,234 @@
+"""User management use cases, including the bootstrap admin."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import sys
+import uuid
+from typing import Any
+
+from provisioning_common.errors import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    Unauthorized,
+    UnprocessableEntity,
+)
+from provisioning_common.timeutil import utcnow
+
+from ..audit import service as audit
+from ..auth import service as auth_service
+from ..auth.passwords import check_password, hash_password
+from ..context import Context
+from .model import password_problems, public_user, username_key
+
+log = logging.getLogger(__name__)
+
+BOOTSTRAP_MARKER = "bootstrap:admin"
+
+
+def _check_password_policy(ctx: Context, password: str) -> None:
+    problems = password_problems(password, ctx.settings.auth.password_min_length)
+    if problems:
+        raise UnprocessableEntity(problems[0], details={"password": problems})
+
+
+async def create_user(ctx: Context, body: dict[str, Any], actor: str | None) -> dict[str, Any]:
+    _check_password_policy(ctx, body["password"])
+    now = utcnow()
+    doc = {
+        "_id": str(uuid.uuid4()),
+        "username": body["username"],
+        "username_key": username_key(body["username"]),
+        "email": body["email"],
+        "password_hash": await hash_password(body["password"], ctx.settings.auth.bcrypt_rounds),
+        "roles": sorted(set(body["roles"]), key=body["roles"].index),
+        "enabled": body["enabled"],
+        "mfa_enabled": False,
+        "created_at": now,
+        "updated_at": now,
+        "last_login": None,
+        "revoked_before": 0,
+    }
+    await ctx.repos.users.insert(doc)
+    await audit.record(
+        ctx.repos.audit,
+        action="user.create",
+        resource=f"users/{doc['_id']}",
+        result="success",
+        user_id=actor,
+        details={"username": doc["username"], "roles": doc["roles"]},
+    )
+    view = public_user(doc)
+    return {k: view[k] for k in ("id", "username", "email", "roles", "enabled")}
+
+
+async def get_user(ctx: Context, user_id: str) -> dict[str, Any]:
+    doc = await ctx.repos.users.get(user_id)
+    if doc is None:
+        raise NotFound("User not found")
+    return doc
+
+
+async def list_users(
+    ctx: Context, *, role: str | None, enabled: bool | None, limit: int, offset: int
+) -> tuple[list[dict[str, Any]], int]:
+    query: dict[str, Any] = {}
+    if role is not None:
+        query["roles"] = role
+    if enabled is not None:
+        query["enabled"] = enabled
+    docs, total = await ctx.repos.users.find_page(query, limit, offset)
+    return [public_user(d) for d in docs], total
+
+
+async def _guard_last_admin(
+    ctx: Context, target: dict[str, Any], *, disabling: bool, demoting: bool, deleting: bool
+) -> None:
+    is_active_admin = "admin" in target.get("roles", []) and target.get("enabled", True)
+    if not is_active_admin or not (disabling or demoting or deleting):
+        return
+    if await ctx.repos.users.count_enabled_admins(excluding=str(target["_id"])) == 0:
+        raise Conflict("The last enabled administrator cannot be disabled, demoted or deleted")
+
+
+async def update_user(
+    ctx: Context, user_id: str, body: dict[str, Any], *, actor: dict[str, Any], actor_is_admin: bool
+) -> None:
+    target = await get_user(ctx, user_id)
+    is_self = str(actor["_id"]) == user_id
+    if not actor_is_admin:
+        if not is_self:
+            raise Forbidden("Permission denied")
+        forbidden = sorted(k for k in ("roles", "enabled") if k in body)
+        if forbidden:
+            # mass assignment: a user cannot grant themselves roles or re-enable
+            raise UnprocessableEntity(
+                "Only administrators may change roles or the enabled flag",
+                details={k: ["Not allowed"] for k in forbidden},
+            )
+    changes: dict[str, Any] = {}
+    if "email" in body:
+        changes["email"] = body["email"]
+    if "password" in body:
+        _check_password_policy(ctx, body["password"])
+        if is_self:
+            current = body.get("current_password")
+            if not current:
+                raise UnprocessableEntity(
+                    "current_password is required to change your password",
+                    details={"current_password": ["Required"]},
+                )
+            if not await check_password(current, target["password_hash"]):
+                raise Unauthorized("Current password is wrong")
+        changes["password_hash"] = await hash_password(
+            body["password"], ctx.settings.auth.bcrypt_rounds
+        )
+    roles_changed = "roles" in body and list(body["roles"]) != list(target.get("roles", []))
+    if roles_changed:
+        changes["roles"] = list(dict.fromkeys(body["roles"]))
+    disabling = body.get("enabled") is False and target.get("enabled", True)
+    if "enabled" in body:
+        changes["enabled"] = body["enabled"]
+    await _guard_last_admin(
+        ctx,
+        target,
+        disabling=bool(disabling),
+        demoting=roles_changed and "admin" not in body["roles"],
+        deleting=False,
+    )
+    changes["updated_at"] = utcnow()
+    if not await ctx.repos.users.update(user_id, changes):
+        raise NotFound("User not found")
+    if roles_changed or disabling or "password_hash" in changes:
+        await auth_service.revoke_user(ctx, user_id, "user changed")
+    await audit.record(
+        ctx.repos.audit,
+        action="user.update",
+        resource=f"users/{user_id}",
+        result="success",
+        user_id=str(actor["_id"]),
+        details={"fields": sorted(k for k in body if k != "current_password")},
+    )
+
+
+async def delete_user(ctx: Context, user_id: str, actor_id: str) -> None:
+    target = await get_user(ctx, user_id)
+    await _guard_last_admin(ctx, target, disabling=False, demoting=False, deleting=True)
+    await auth_service.revoke_user(ctx, user_id, "user deleted")
+    if not await ctx.repos.users.delete(user_id):
+        raise NotFound("User not found")
+    await audit.record(
+        ctx.repos.audit,
+        action="user.delete",
+        resource=f"users/{user_id}",
+        result="success",
+        user_id=actor_id,
+        details={"username": target["username"]},
+    )
+
+
+async def reset_mfa(ctx: Context, user_id: str, actor_id: str) -> None:
+    await get_user(ctx, user_id)
+    await ctx.repos.users.update(
+        user_id, {"mfa_enabled": False, "updated_at": utcnow()}, unset=("mfa_secret", "mfa_pending")
+    )
+    await audit.record(
+        ctx.repos.audit,
+        action="auth.mfa.reset",
+        resource=f"users/{user_id}",
+        result="success",
+        user_id=actor_id,
+    )
+
+
+async def unlock(ctx: Context, user_id: str, actor_id: str) -> None:
+    target = await get_user(ctx, user_id)
+    await ctx.repos.logins.reset(target["username_key"], utcnow())
+    await audit.record(
+        ctx.repos.audit,
+        action="auth.unlock",
+        resource=f"users/{user_id}",
+        result="success",
+        user_id=actor_id,
+    )
+
+
+async def bootstrap_admin(ctx: Context) -> None:
+    """First start: create ``admin`` from BOOTSTRAP_ADMIN_PASSWORD, or generate a
+    password and print it once. A marker keeps a deleted admin from coming back;
+    the unique username decides between replicas starting together."""
+    if await ctx.repos.policies.has_marker(BOOTSTRAP_MARKER):
+        return
+    if await ctx.repos.users.by_username_key("admin") is None:
+        password = ctx.settings.auth.bootstrap_admin_password
+        generated = password is None
+        if password is None:
+            password = secrets.token_urlsafe(18)
+        try:
+            await create_user(
+                ctx,
+                {
+                    "username": "admin",
+                    "email": ctx.settings.auth.bootstrap_admin_email,
+                    "password": password,
+                    "roles": ["admin"],
+                    "enabled": True,
+                },
+                None,
+            )
+            if generated:
+                # printed once, never logged: the operator reads it from the console
+                print(
+                    f"control_center: generated bootstrap password for 'admin': {password}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            log.info("bootstrap admin created")
+        except Conflict:
+            pass  # another replica created it
+        except UnprocessableEntity as exc:
+            log.error("BOOTSTRAP_ADMIN_PASSWORD rejected: %s", exc.message)
+            raise
+    await ctx.repos.policies.claim_marker(BOOTSTRAP_MARKER)

@@ -1,0 +1,36 @@
+"""The orchestrator's audit trail, delivered to the control center.
+
+Call it after every mutating action (one line; never raises, never blocks on the
+control center)::
+
+    from orchestrator.audit import record_audit
+
+    await record_audit(
+        request,                       # or the app (background work)
+        action="server.create",        # "<resource type>.<verb>"
+        resource="servers/web-01",     # "<collection>/<name or id>"
+        result="success",              # or "failure" / "denied"
+        details={"task_id": task_id},  # free-form, no secrets
+    )
+
+With a request, ``user_id`` defaults to the caller (the token's ``sub``) and the
+request id is added to ``details``. Actions used by the orchestrator:
+``server.create``, ``taskserv.<operation>``, ``cluster.<operation>``,
+``task.cancel``, ``batch.execute``, ``batch.cancel``, ``checkpoint.create``,
+``rollback.execute``, ``rollback.restore``, ``webhook.redeliver``.
+
+The record is written to a durable outbox in MongoDB (``audit_outbox``) in the
+same call; a background worker on every replica POSTs it to the control
+center's ``POST /audit/events`` with the orchestrator's service token,
+retrying with backoff while the control center is down. The control center is
+idempotent by record ``id``, so a retry after a lost answer is not a duplicate.
+
+Settings (env): ``AUDIT_ENABLED`` (true), ``AUDIT_MAX_ATTEMPTS`` (10000),
+``AUDIT_RETRY_MAX_DELAY_SECONDS`` (30), ``AUDIT_POLL_SECONDS`` (0.5).
+"""
+
+from __future__ import annotations
+
+from .service import AUDIT, AuditService, AuditSettings, record_audit, setup
+
+__all__ = ["AUDIT", "AuditService", "AuditSettings", "record_audit", "setup"]

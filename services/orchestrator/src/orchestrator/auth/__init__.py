@@ -1,0 +1,48 @@
+"""Authentication and authorization of orchestrator requests.
+
+How a handler uses it (one line)::
+
+    from orchestrator.auth import authorize, requires
+
+    principal = await authorize(request, "create", f"servers:{body['infra']}")
+
+    # or, as a decorator whose resource may depend on the request and the parsed body:
+    @requires("read", lambda request: f"tasks:{request.match_info['id']}")
+    async def get_task(request: web.Request) -> web.Response: ...
+
+- The middleware (installed by :func:`setup`) authenticates every request except the
+  public paths (``/health``, ``/ready``, ``/metrics``, ``/openapi.json``, ``/ws`` which
+  authenticates itself): ``Authorization: Bearer <jwt>`` verified against the control
+  center's JWKS, checked with ``/auth/introspect`` (positive answers cached ≤
+  ``INTROSPECTION_CACHE_SECONDS``, dropped on a revocation event), then counts the general
+  rate limit (100/min per user) → 401 / 429 / 503 in the envelope.
+- :func:`authorize` evaluates the shared policy engine on the cached policy set →
+  403 when denied; returns the :class:`Principal` (``sub``, ``username``, ``roles``...).
+- A handler that never calls ``authorize`` is refused (403) by the middleware:
+  deny by default. Mark a handler that needs only authentication with ``@authenticated_only``.
+- :func:`authenticate_token` authenticates a raw token (the ``/ws`` query parameter).
+"""
+
+from .core import (
+    AUTH,
+    PRINCIPAL,
+    AuthSettings,
+    Principal,
+    authenticate_token,
+    authenticated_only,
+    authorize,
+    requires,
+    setup,
+)
+
+__all__ = [
+    "AUTH",
+    "PRINCIPAL",
+    "AuthSettings",
+    "Principal",
+    "authenticate_token",
+    "authenticated_only",
+    "authorize",
+    "requires",
+    "setup",
+]

@@ -1,0 +1,126 @@
+"""The only code that touches the ``batches`` and ``batch_claims`` collections."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING
+from pymongo.asynchronous.database import AsyncDatabase
+
+from provisioning_common.mongo import Document, IndexSpec, claim, ensure_indexes
+
+from .model import FINISHED
+
+BATCHES = "batches"
+TASKS = "tasks"  # the engine's; read here with a projection, never written
+_TASK_FIELDS = {
+    "status": 1, "progress": 1, "current_step": 1, "error": 1, "name": 1, "kind": 1,
+    "operation_id": 1, "batch_id": 1, "command": 1, "args": 1, "compensation": 1,
+    "metadata": 1, "created_at": 1, "started_at": 1, "completed_at": 1,
+}
+CLAIMS = "batch_claims"
+
+
+class BatchRepository:
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        self.db = db
+        self.batches = db[BATCHES]
+        self.claims = db[CLAIMS]
+
+    async def ensure_indexes(self) -> None:
+        await ensure_indexes(self.batches, [
+            IndexSpec([("created_at", DESCENDING)], "created_at_desc"),
+            IndexSpec([("status", ASCENDING)], "status"),
+            IndexSpec([("rollback.status", ASCENDING)], "rollback_status"),
+        ])
+
+    async def task_states(self, batch_id: str) -> list[Document]:
+        """The batch's tasks without their output (which may be large)."""
+        cursor = self.db[TASKS].find({"batch_id": batch_id}, _TASK_FIELDS)
+        return [doc async for doc in cursor]
+
+    async def insert(self, doc: Mapping[str, Any]) -> None:
+        await self.batches.insert_one(dict(doc))
+
+    async def get(self, batch_id: str) -> Document | None:
+        return await self.batches.find_one({"_id": batch_id})
+
+    async def page(self, offset: int, limit: int) -> tuple[list[Document], int]:
+        total = await self.batches.count_documents({})
+        cursor = (
+            self.batches.find({}, {"snapshot_state": 0})
+            .sort([("created_at", DESCENDING), ("_id", DESCENDING)])
+            .skip(offset)
+            .limit(limit)
+        )
+        return [doc async for doc in cursor], total
+
+    async def all(self) -> list[Document]:
+        return [doc async for doc in self.batches.find({})]
+
+    async def active(self) -> list[Document]:
+        """Batches the coordinator still has to look after: unfinished ones and
+        finished ones whose rollback has not completed."""
+        cursor = self.batches.find({
+            "$or": [
+                {"status": {"$nin": sorted(FINISHED)}},
+                {"rollback.status": {"$in": ["Pending", "Running"]}},
+            ]
+        })
+        return [doc async for doc in cursor]
+
+    async def active_ids(self) -> list[str]:
+        cursor = self.batches.find({
+            "$or": [
+                {"status": {"$nin": sorted(FINISHED)}},
+                {"rollback.status": {"$in": ["Pending", "Running"]}},
+            ]
+        }, {"_id": 1})
+        return [doc["_id"] async for doc in cursor]
+
+    async def running_ids(self) -> list[str]:
+        cursor = self.batches.find({"status": {"$nin": sorted(FINISHED)}}, {"_id": 1})
+        return [doc["_id"] async for doc in cursor]
+
+    async def recent_finished(self, limit: int) -> list[Document]:
+        cursor = (
+            self.batches.find({"status": {"$in": sorted(FINISHED)}},
+                              {"started_at": 1, "completed_at": 1})
+            .sort([("created_at", DESCENDING)])
+            .limit(limit)
+        )
+        return [doc async for doc in cursor]
+
+    async def update(self, batch_id: str, fields: Mapping[str, Any]) -> None:
+        # Every field written here is derived from the tasks, so two replicas
+        # writing the same values in either order converge (DESIGN §3).
+        await self.batches.update_one({"_id": batch_id}, {"$set": dict(fields)})
+
+    async def count_by_status(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        cursor = await self.batches.aggregate(
+            [{"$group": {"_id": "$status", "n": {"$sum": 1}}}]
+        )
+        async for row in cursor:
+            out[str(row["_id"])] = int(row["n"])
+        return out
+
+    async def replace_all(self, docs: Sequence[Mapping[str, Any]]) -> None:
+        """Restore: bring back exactly ``docs`` (batches created later disappear)."""
+        keep = [d["_id"] for d in docs]
+        await self.batches.delete_many({"_id": {"$nin": keep}})
+        for doc in docs:
+            await self.batches.replace_one({"_id": doc["_id"]}, dict(doc), upsert=True)
+
+    async def claim(self, key: str, owner: str, at: datetime) -> bool:
+        return await claim(self.claims, {"_id": key, "owner": owner, "at": at})
+
+    async def has_claim(self, key: str) -> bool:
+        return await self.claims.count_documents({"_id": key}, limit=1) > 0
+
+    async def delete_claims(self, batch_ids: Sequence[str]) -> None:
+        # Claims are keyed "<batch_id>:..."; restore drops those of removed batches.
+        for bid in batch_ids:
+            await self.claims.delete_many({"_id": {"$regex": f"^{bid}:"}})

@@ -1,0 +1,109 @@
+"""Thin handlers for ``/batch/*``: authorize, rate-limit (batch tier), validate,
+call the service, answer the envelope."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from orchestrator.auth import PRINCIPAL, authorize
+from orchestrator.workflows.keys import IDEMPOTENCY
+from orchestrator.workflows.service import check_key
+from provisioning_common.envelope import ok
+from provisioning_common.errors import Unauthorized
+from provisioning_common.openapi import api_doc
+from provisioning_common.pagination import paginated, parse_page
+from provisioning_common.validation import load_body
+from provisioning_common.webapp import COMMON_SETTINGS, enforce_rate_limit
+
+from . import service
+from .idempotency import submit_once
+from .keys import BATCH_CONTEXT, BATCH_SETTINGS, COORDINATOR
+from .schemas import BatchOut, BatchSubmissionSchema, BatchSubmittedOut, PlanOut
+
+routes = web.RouteTableDef()
+
+
+async def _batch_tier(request: web.Request) -> None:
+    """10/min per user (counted before the body is read, like the general tier)."""
+    principal = request.get(PRINCIPAL)
+    if principal is None:
+        raise Unauthorized()
+    limit = request.app[COMMON_SETTINGS].rate_limits.batch_per_minute
+    await enforce_rate_limit(request, "batch", f"user:{principal.sub}", limit)
+
+
+def _schema(request: web.Request) -> BatchSubmissionSchema:
+    return BatchSubmissionSchema(
+        max_parallel_limit=request.app[BATCH_SETTINGS].max_parallel_limit
+    )
+
+
+async def _body(request: web.Request) -> dict[str, object]:
+    return await load_body(request, _schema(request))
+
+
+@routes.post("/batch/execute")
+@api_doc(summary="Execute a batch workflow (DAG of operations)", tags=["batch"],
+         body=BatchSubmissionSchema, response=BatchSubmittedOut,
+         responses={200: "Batch accepted and running",
+                    409: "Idempotency-Key reused with a different body"})
+async def execute_batch(request: web.Request) -> web.Response:
+    await _batch_tier(request)
+    key = check_key(request.headers.get("Idempotency-Key"))
+    data = await _body(request)
+    principal = await authorize(request, "execute", f"batches:{data['name']}")
+    ctx = request.app[BATCH_CONTEXT]
+
+    async def run(batch_id: str) -> dict[str, Any]:
+        result = await service.submit(ctx, data, principal.sub, batch_id)
+        request.app[COORDINATOR].poke(batch_id)
+        return result
+
+    result = await submit_once(
+        request.app[IDEMPOTENCY], ctx.repo, key=key, user=principal.sub,
+        path=request.path, body=data, run=run,
+    )
+    return ok(result)
+
+
+@routes.post("/batch/plan")
+@api_doc(summary="Validate a batch and show its execution plan; nothing runs",
+         tags=["batch"], body=BatchSubmissionSchema, response=PlanOut)
+async def plan_batch(request: web.Request) -> web.Response:
+    await _batch_tier(request)
+    data = await _body(request)
+    await authorize(request, "plan", f"batches:{data['name']}")
+    return ok(service.plan(data, request.app[BATCH_CONTEXT].cli))
+
+
+@routes.get("/batch/operations")
+@api_doc(summary="List batch operations, newest first", tags=["batch"],
+         response=BatchOut, many=True)
+async def list_batches(request: web.Request) -> web.Response:
+    await authorize(request, "read", "batches:*")
+    page = parse_page(request)
+    docs, total = await request.app[BATCH_CONTEXT].repo.page(page.offset, page.limit)
+    return paginated(request, [service.batch_summary(d) for d in docs], total, page)
+
+
+@routes.get("/batch/operations/{id}")
+@api_doc(summary="Get a batch operation's status", tags=["batch"], response=BatchOut)
+async def get_batch(request: web.Request) -> web.Response:
+    batch_id = request.match_info["id"]
+    await authorize(request, "read", f"batches:{batch_id}")
+    batch = await service.get_batch(request.app[BATCH_CONTEXT], batch_id)
+    return ok(service.batch_summary(batch))
+
+
+@routes.post("/batch/operations/{id}/cancel")
+@api_doc(summary="Cancel a running batch operation", tags=["batch"],
+         responses={200: "Operation cancelled", 404: "Unknown batch",
+                    409: "Batch already finished"})
+async def cancel_batch(request: web.Request) -> web.Response:
+    await _batch_tier(request)
+    batch_id = request.match_info["id"]
+    await authorize(request, "cancel", f"batches:{batch_id}")
+    await service.cancel(request.app[BATCH_CONTEXT], batch_id)
+    return ok("Operation cancelled")

@@ -1,0 +1,187 @@
+"""Marshmallow schemas of the batch endpoints; strict: unknown fields are refused."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+
+from .model import OPERATION_TYPES, SAFE_ID, SAFE_VALUE, SEMVER
+
+MAX_OPERATIONS = 500
+MAX_ITEMS_PER_OPERATION = 200
+
+_safe_id = validate.Regexp(
+    SAFE_ID,
+    error="must start with a letter or digit; letters, digits, '_', '.', '-' (max 64)",
+)
+_safe_value = validate.Regexp(
+    SAFE_VALUE,
+    error="must start with a letter or digit; letters, digits, '_', '.', ':', '-' (max 128)",
+)
+
+
+class StrictSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+class ServerConfigSchema(StrictSchema):
+    name = fields.String(required=True, validate=_safe_value)
+    plan = fields.String(required=True, validate=_safe_value)
+    zone = fields.String(required=True, validate=_safe_value)
+
+
+_PER_TYPE = {
+    "server_batch": "server_configs",
+    "taskserv_batch": "taskservs",
+    "cluster_batch": "cluster_type",
+}
+
+
+class OperationSchema(StrictSchema):
+    id = fields.String(required=True, validate=_safe_id)
+    type = fields.String(required=True, validate=validate.OneOf(OPERATION_TYPES))
+    provider = fields.String(required=True, validate=_safe_value)
+    dependencies = fields.List(
+        fields.String(validate=_safe_id),
+        load_default=list,
+        validate=validate.Length(max=MAX_OPERATIONS),
+    )
+    server_configs = fields.List(
+        fields.Nested(ServerConfigSchema),
+        validate=validate.Length(min=1, max=MAX_ITEMS_PER_OPERATION),
+    )
+    taskservs = fields.List(
+        fields.String(validate=_safe_value),
+        validate=validate.Length(min=1, max=MAX_ITEMS_PER_OPERATION),
+    )
+    cluster_type = fields.String(validate=_safe_value)
+
+    @validates_schema
+    def _per_type_fields(self, data: dict[str, Any], **kwargs: Any) -> None:
+        kind = data.get("type")
+        if kind not in _PER_TYPE:
+            return
+        errors: dict[str, list[str]] = {}
+        needed = _PER_TYPE[kind]
+        if data.get(needed) is None:
+            errors[needed] = [f"Required for type '{kind}'."]
+        for other in _PER_TYPE.values():
+            if other != needed and other in data:
+                errors[other] = [f"Not allowed for type '{kind}'."]
+        deps = data.get("dependencies") or []
+        if len(set(deps)) != len(deps):
+            errors["dependencies"] = ["Dependencies must be unique."]
+        if data.get("id") in deps:
+            errors["dependencies"] = ["An operation cannot depend on itself."]
+        if kind == "server_batch" and data.get("server_configs"):
+            names = [c["name"] for c in data["server_configs"]]
+            if len(set(names)) != len(names):
+                errors["server_configs"] = ["Server names must be unique within an operation."]
+        taskservs = data.get("taskservs") or []
+        if kind == "taskserv_batch" and len(set(taskservs)) != len(taskservs):
+            errors["taskservs"] = ["Taskservs must be unique within an operation."]
+        if errors:
+            raise ValidationError(errors)
+
+
+class BatchSubmissionSchema(StrictSchema):
+    """POST /batch/execute and /batch/plan body. ``parallel_limit``'s upper bound
+    comes from configuration (context ``max_parallel_limit``)."""
+
+    name = fields.String(required=True, validate=_safe_id)
+    version = fields.String(
+        required=True,
+        validate=validate.Regexp(SEMVER, error="must be a semantic version (e.g. 1.0.0)"),
+    )
+    storage_backend = fields.String(
+        load_default="mongodb", validate=validate.Regexp(r"^[A-Za-z0-9_.-]{1,32}$")
+    )
+    parallel_limit = fields.Integer(load_default=5, strict=True)
+    rollback_enabled = fields.Boolean(load_default=False)
+    operations = fields.List(
+        fields.Nested(OperationSchema),
+        required=True,
+        validate=validate.Length(min=1, max=MAX_OPERATIONS),
+    )
+
+    def __init__(self, *, max_parallel_limit: int = 100, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.max_parallel_limit = max_parallel_limit
+
+    @validates_schema
+    def _batch_rules(self, data: dict[str, Any], **kwargs: Any) -> None:
+        errors: dict[str, list[str]] = {}
+        limit = data.get("parallel_limit")
+        if isinstance(limit, int) and not 1 <= limit <= self.max_parallel_limit:
+            errors["parallel_limit"] = [
+                f"Must be between 1 and {self.max_parallel_limit}."
+            ]
+        ids = [op["id"] for op in data.get("operations") or []]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            errors["operations"] = [f"Duplicate operation ids: {', '.join(dupes)}."]
+        if errors:
+            raise ValidationError(errors)
+
+
+class BatchOperationOut(Schema):
+    id = fields.String()
+    status = fields.String()
+    progress = fields.Float()
+
+
+class BatchSubmittedOut(Schema):
+    batch_id = fields.String()
+    status = fields.String()
+    operations = fields.List(fields.Nested(BatchOperationOut))
+
+
+class OperationDetailOut(BatchOperationOut):
+    type = fields.String()
+    dependencies = fields.List(fields.String())
+    results = fields.Dict()
+
+
+class BatchOut(Schema):
+    batch_id = fields.String()
+    name = fields.String()
+    version = fields.String()
+    status = fields.String()
+    storage_backend = fields.String()
+    parallel_limit = fields.Integer()
+    rollback_enabled = fields.Boolean()
+    rolled_back = fields.Boolean()
+    rollback = fields.Dict(allow_none=True)
+    created_at = fields.DateTime()
+    started_at = fields.DateTime(allow_none=True)
+    completed_at = fields.DateTime(allow_none=True)
+    operations = fields.List(fields.Nested(OperationDetailOut))
+
+
+class PlanTaskOut(Schema):
+    id = fields.String()
+    name = fields.String()
+    command = fields.String()
+    args = fields.List(fields.String())
+    dependencies = fields.List(fields.String())
+    compensation = fields.Dict()
+
+
+class PlanOperationOut(Schema):
+    id = fields.String()
+    type = fields.String()
+    dependencies = fields.List(fields.String())
+    tasks = fields.List(fields.Nested(PlanTaskOut))
+
+
+class PlanOut(Schema):
+    name = fields.String()
+    version = fields.String()
+    parallel_limit = fields.Integer()
+    rollback_enabled = fields.Boolean()
+    storage_backend = fields.String()
+    total_tasks = fields.Integer()
+    waves = fields.List(fields.List(fields.String()))
+    operations = fields.List(fields.Nested(PlanOperationOut))

@@ -1,0 +1,30 @@
+"""Batch, state and rollback settings (env), validated at start-up."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from provisioning_common.config import EnvReader
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    max_parallel_limit: int = 100
+    coordinator_interval_seconds: float = 1.0
+    # A batch whose tasks were not all created this long after submission (its
+    # submitter died half-way) has the missing ones created by the coordinator.
+    orphan_after_seconds: float = 10.0
+    rollback_wait_seconds: float = 600.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> BatchSettings:
+        reader = EnvReader(env)
+        return cls(
+            max_parallel_limit=reader.int("BATCH_MAX_PARALLEL_LIMIT", 100, low=1, high=10_000),
+            coordinator_interval_seconds=reader.float(
+                "BATCH_COORDINATOR_INTERVAL_SECONDS", 1.0, low=0.05
+            ),
+            orphan_after_seconds=reader.float("BATCH_ORPHAN_AFTER_SECONDS", 10.0, low=0.5),
+            rollback_wait_seconds=reader.float("ROLLBACK_WAIT_SECONDS", 600.0, low=1.0),
+        )

@@ -1,0 +1,621 @@
+"""The durable, multi-replica task engine (DESIGN §5).
+
+A replica claims a ready task by inserting its attempt document
+(``_id = <task_id>:<n>``); the unique ``_id`` decides the winner. The owner
+heartbeats the attempt's lease; an expired lease is taken over by inserting attempt
+``n+1`` (or the task fails after its attempt limit). The final status is decided by
+a unique insert in ``task_finals``, so exactly one replica finalizes a task, emits its
+final event and calls the final listeners. Cancellation is a request the owner acts on."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from provisioning_common.mongo import Document
+from provisioning_common.timeutil import as_utc, utcnow
+
+from . import metrics
+from .model import (
+    ATTEMPT_LOST,
+    ATTEMPT_RELEASED,
+    ATTEMPT_TIMED_OUT,
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    FINAL_STATUSES,
+    PENDING,
+    RUNNING,
+    Defaults,
+    TaskSpec,
+    attempt_id,
+    backoff_seconds,
+    effective_attempts,
+    slot_id,
+    task_document,
+    wire_status,
+)
+from .process import ProcessResult, TailBuffer, clean_env, run_process
+from .settings import EngineSettings
+from .store import TaskStore
+
+log = logging.getLogger(__name__)
+
+FinalListener = Callable[[Document], Awaitable[None]]
+_OUTPUT_EVENT_LINES = 200
+_DOC_FLUSH_SECONDS = 1.0
+_CANCEL_POLL_SECONDS = 0.5
+
+
+class EventSink(Protocol):
+    async def publish(
+        self, event_type: str, data: Mapping[str, Any], metadata: Mapping[str, Any] | None = None
+    ) -> Any: ...
+
+
+@dataclass
+class Run:
+    """One attempt running on this replica."""
+
+    task: Document
+    attempt: int
+    slot: str | None
+    lease_expires: datetime
+    output: TailBuffer
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    reason: str | None = None  # cancel | lost | release
+    cancel_reason: str | None = None
+    progress: float = 0.0
+    current_step: str | None = None
+    progress_dirty: bool = False
+    doc_dirty: bool = False
+    lines: list[str] = field(default_factory=list)
+    handle: asyncio.Task[None] | None = None
+
+    @property
+    def task_id(self) -> str:
+        return str(self.task["_id"])
+
+    @property
+    def aid(self) -> str:
+        return attempt_id(self.task_id, self.attempt)
+
+    def halt(self, reason: str, message: str | None = None) -> None:
+        if self.reason is None:
+            self.reason = reason
+            self.cancel_reason = message
+        self.stop.set()
+
+
+class Engine:
+    def __init__(
+        self,
+        store: TaskStore,
+        settings: EngineSettings,
+        sink: EventSink,
+        *,
+        worker_id: str | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.sink = sink
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.defaults = Defaults(settings.cli, settings.timeout_seconds, settings.max_attempts)
+        self._child_env = clean_env(
+            os.environ if environ is None else environ,
+            settings.env_allowlist,
+            settings.env_prefixes,
+        )
+        self.runs: dict[str, Run] = {}  # attempt id -> run
+        self._listeners: list[FinalListener] = []
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._loops: list[asyncio.Task[None]] = []
+
+    # ------------------------------------------------------------- public API
+    def add_final_listener(self, listener: FinalListener) -> None:
+        self._listeners.append(listener)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def create_task(self, spec: TaskSpec) -> str:
+        return (await self.create_tasks([spec]))[0]
+
+    async def create_tasks(self, specs: Sequence[TaskSpec]) -> list[str]:
+        now = utcnow()
+        docs = [task_document(spec, self.defaults, now) for spec in specs]
+        await self.store.insert_tasks(docs)
+        for doc in docs:
+            await self._emit_status(doc, PENDING)
+        self.wake()
+        return [str(d["_id"]) for d in docs]
+
+    async def cancel(self, task_id: str, reason: str = "Cancelled by user") -> str:
+        """``cancelled`` (decided now), ``requested`` (the owner will stop it),
+        ``final`` (already finished) or ``not_found``."""
+        task = await self.store.get(task_id)
+        if task is None:
+            return "not_found"
+        if task["status"] in FINAL_STATUSES:
+            return "final"
+        await self.store.update_task(task_id, {"cancel_requested": True, "cancel_reason": reason})
+        for run in list(self.runs.values()):
+            if run.task_id == task_id:
+                run.halt("cancel", reason)
+                return "requested"
+        task = await self.store.get(task_id)
+        if task is None:
+            return "not_found"
+        if task["status"] == PENDING:
+            # A worker that claims it meanwhile re-reads the flag (or the final) and stops.
+            return "cancelled" if await self._finalize(task, CANCELLED, reason) else "final"
+        if task["status"] in FINAL_STATUSES:
+            return "final"
+        return "requested"
+
+    # -------------------------------------------------------------- lifecycle
+    async def start(self) -> None:
+        await self.store.ensure_indexes()
+        if not self.settings.enabled:
+            return
+        self._loops = [
+            asyncio.create_task(self._scheduler(), name="engine-scheduler"),
+            asyncio.create_task(self._maintenance(), name="engine-maintenance"),
+            asyncio.create_task(self._heartbeats(), name="engine-heartbeats"),
+        ]
+
+    async def stop(self) -> None:
+        """Stop claiming, let running tasks finish within the grace period, then
+        hand the rest back (their attempt ends ``Released``, the task is Pending again)."""
+        self._stopping = True
+        self._wake.set()
+        if self._loops:
+            # Let a claim in progress complete (cancelling it mid-way could leave a
+            # Running task without a run); the loop exits at its next check.
+            try:
+                await asyncio.wait_for(asyncio.shield(self._loops[0]), 15)
+            except TimeoutError:
+                self._loops[0].cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._loops[0]
+        handles = [r.handle for r in self.runs.values() if r.handle is not None]
+        if handles:
+            await asyncio.wait(handles, timeout=self.settings.shutdown_grace_seconds)
+        for run in list(self.runs.values()):
+            run.halt("release")
+        handles = [r.handle for r in self.runs.values() if r.handle is not None]
+        if handles:
+            await asyncio.wait(handles, timeout=self.settings.kill_grace_seconds + 10)
+        for loop in self._loops[1:]:
+            loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop
+        self._loops = []
+
+    # -------------------------------------------------------------- scheduler
+    async def _scheduler(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            try:
+                await self._tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("scheduler tick failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.settings.poll_seconds)
+
+    def _free(self) -> int:
+        return self.settings.concurrency - len(self.runs)
+
+    async def _tick(self) -> None:
+        if self._free() > 0:
+            await self._takeovers()
+        if self._free() > 0:
+            await self._claim_pending()
+
+    async def _takeovers(self) -> None:
+        now = utcnow()
+        for att in await self.store.expired_attempts(now, self._free() * 2):
+            if self._stopping or self._free() <= 0:
+                return
+            if att["_id"] in self.runs:
+                continue
+            task = await self.store.get(att["task_id"])
+            lease_end = as_utc(att["lease_expires_at"])
+            lost = {"status": ATTEMPT_LOST, "ended_at": lease_end,
+                    "error": f"Lease expired (worker {att.get('worker_id')} stopped heartbeating)"}
+            if task is None:
+                await self.store.close_attempt_if_running(att["_id"], lost)
+                continue
+            final = await self.store.get_final(task["_id"])
+            if final is not None or task["status"] in FINAL_STATUSES:
+                # Its owner finished (maybe just now): close the record only if still open.
+                await self.store.close_attempt_if_running(att["_id"], lost)
+                if final is not None:
+                    await self._repair(task, final)
+                continue
+            n = int(att["attempt"])
+            if effective_attempts(task, n) >= int(task["max_attempts"]):
+                error = (f"Lease of attempt {n} expired (worker stopped); "
+                         f"attempt limit {task['max_attempts']} reached")
+                if await self._finalize(task, FAILED, error):
+                    await self.store.update_attempt(att["_id"], lost)
+                    slot = await self.store.slot_of_task(task["_id"])
+                    if slot is not None:
+                        await self.store.release_slot(slot["_id"], task["_id"])
+                continue
+            if await self._start_attempt(task, n + 1, previous=att):
+                metrics.TAKEOVERS.inc()
+
+    async def _claim_pending(self) -> None:
+        offset = 0
+        page = self.settings.scan_limit
+        while self._free() > 0 and not self._stopping and offset < page * 10:
+            candidates = await self.store.pending_candidates(page + offset)
+            candidates = candidates[offset:]
+            if not candidates:
+                return
+            offset += len(candidates)
+            deps = await self.store.get_many(
+                d for t in candidates for d in (t.get("dependencies") or [])
+            )
+            now = utcnow()
+            for task in candidates:
+                if self._free() <= 0 or self._stopping:
+                    return
+                if task.get("not_before") is not None and as_utc(task["not_before"]) > now:
+                    continue
+                if task.get("cancel_requested"):
+                    await self._finalize(task, CANCELLED, task.get("cancel_reason") or "Cancelled")
+                    continue
+                if not await self._dependencies_ready(task, deps):
+                    continue
+                await self._start_attempt(task, int(task.get("attempts") or 0) + 1)
+            if len(candidates) < page:
+                return
+
+    async def _dependencies_ready(self, task: Document, deps: Mapping[str, Document]) -> bool:
+        ready = True
+        for dep_id in task.get("dependencies") or []:
+            dep = deps.get(dep_id)
+            if dep is None:
+                ready = False  # not created yet (or never): wait
+            elif dep["status"] in (FAILED, CANCELLED):
+                await self._finalize(task, CANCELLED, f"Dependency {dep_id} {dep['status']}")
+                return False
+            elif dep["status"] != COMPLETED:
+                ready = False
+        return ready
+
+    # ------------------------------------------------------------------ slots
+    async def _acquire_slot(
+        self, task: Document, aid: str, expires: datetime, takeover: bool
+    ) -> str | None:
+        """None: no concurrency group; "": every slot taken; else the slot id."""
+        key = task.get("concurrency_key")
+        if not key:
+            return None
+        fields = {"attempt_id": aid, "worker_id": self.worker_id, "lease_expires_at": expires}
+        mine = await self.store.slot_of_task(task["_id"]) if takeover else None
+        if mine is not None:  # a taken-over attempt inherits its predecessor's slot
+            await self.store.adopt_slot(mine["_id"], fields)
+            return str(mine["_id"])
+        now = utcnow()
+        held = {d["_id"]: d for d in await self.store.slots_for_key(key)}
+        for n in range(int(task.get("concurrency_limit") or 1)):
+            sid = slot_id(key, n)
+            current = held.get(sid)
+            if current is not None:
+                if as_utc(current["lease_expires_at"]) >= now:
+                    continue
+                await self.store.delete_expired_slot(sid, current["lease_expires_at"])
+            doc = {"_id": sid, "key": key, "task_id": task["_id"], **fields}
+            if await self.store.claim_slot(doc):
+                return sid
+        return ""  # every slot is taken
+
+    # --------------------------------------------------------------- attempts
+    async def _start_attempt(
+        self, task: Document, n: int, previous: Document | None = None
+    ) -> bool:
+        task_id = str(task["_id"])
+        aid = attempt_id(task_id, n)
+        now = utcnow()
+        expires = now + timedelta(seconds=self.settings.lease_seconds)
+        slot = await self._acquire_slot(task, aid, expires, previous is not None)
+        if slot == "":
+            return False
+        won = await self.store.claim_attempt({
+            "_id": aid, "task_id": task_id, "attempt": n, "worker_id": self.worker_id,
+            "status": RUNNING, "started_at": now, "ended_at": None, "heartbeat_at": now,
+            "lease_expires_at": expires, "exit_code": None, "error": None,
+        })
+        if not won:
+            if slot and previous is None:
+                await self.store.release_slot(slot, task_id)
+            return False
+        if previous is not None:
+            await self.store.update_attempt(previous["_id"], {
+                "status": ATTEMPT_LOST, "ended_at": as_utc(previous["lease_expires_at"]),
+                "error": f"Lease expired (worker {previous.get('worker_id')} stopped heartbeating)",
+            })
+        # Re-read: a cancel or a final decision may have landed after we read the task.
+        final = await self.store.get_final(task_id)
+        fresh = await self.store.get(task_id)
+        if final is not None or fresh is None or fresh.get("cancel_requested"):
+            await self.store.update_attempt(aid, {"status": CANCELLED, "ended_at": utcnow(),
+                                                  "error": "Cancelled before start"})
+            if slot:
+                await self.store.release_slot(slot, task_id)
+            if final is not None and fresh is not None:
+                await self._repair(fresh, final)
+            elif fresh is not None:
+                await self._finalize(fresh, CANCELLED, fresh.get("cancel_reason") or "Cancelled")
+            return False
+        fields = {"status": RUNNING, "attempts": n, "not_before": None, "error": None,
+                  "started_at": fresh.get("started_at") or now}
+        await self.store.update_task(task_id, fields)
+        fresh.update(fields)
+        run = Run(task=fresh, attempt=n, slot=slot, lease_expires=expires,
+                  output=TailBuffer(self.settings.output_max_bytes),
+                  progress=float(fresh.get("progress") or 0.0))
+        self.runs[aid] = run
+        metrics.RUNNING_TASKS.inc()
+        await self._emit_status(fresh, RUNNING)
+        run.handle = asyncio.create_task(self._execute(run), name=f"task-{aid}")
+        return True
+
+    async def _execute(self, run: Run) -> None:
+        task = run.task
+        argv = [self.settings.cli, *task["subcommand"], *task["args"]]
+
+        def on_output(text: str) -> None:
+            run.output.append(text)
+            run.lines.append(text.rstrip("\n"))
+            run.doc_dirty = True
+
+        def on_progress(pct: float, step: str) -> None:
+            run.progress, run.current_step = pct, step or run.current_step
+            run.progress_dirty = run.doc_dirty = True
+
+        try:
+            result = await run_process(
+                argv, env=self._child_env, timeout=float(task["timeout_seconds"]),
+                kill_grace=self.settings.kill_grace_seconds, stop=run.stop,
+                on_output=on_output, on_progress=on_progress,
+            )
+            await self._flush_events(run)
+            await self._conclude(run, result)
+        except Exception:
+            log.exception("task %s attempt %s: could not record its end", run.task_id, run.attempt)
+        finally:
+            self.runs.pop(run.aid, None)
+            metrics.RUNNING_TASKS.dec()
+            self._wake.set()
+
+    async def _conclude(self, run: Run, result: ProcessResult) -> None:
+        task, now = run.task, utcnow()
+        output = run.output.text() or None
+        if run.reason is None and await self.store.existing_attempts(
+            [attempt_id(run.task_id, run.attempt + 1)]
+        ):
+            run.reason = "lost"  # our lease lapsed and another replica took over
+        if run.reason == "lost":
+            return  # another replica owns the task now; it records everything
+        if run.reason == "release":
+            await self.store.update_attempt(run.aid, {"status": ATTEMPT_RELEASED, "ended_at": now,
+                                                      "exit_code": result.exit_code,
+                                                      "error": "Handed back at shutdown"})
+            await self.store.increment_released(run.task_id)
+            await self.store.update_task(run.task_id, {"status": PENDING, "output": output})
+            await self._release(run)
+            await self._emit_status(task, PENDING)
+            return
+        attempt_status = FAILED
+        retryable = False
+        if run.reason == "cancel" or result.cancelled:
+            status, error = CANCELLED, run.cancel_reason or "Cancelled"
+            attempt_status = CANCELLED
+        elif result.spawn_error:
+            status, error = FAILED, result.spawn_error
+        elif result.timed_out:
+            status, error = FAILED, f"Timed out after {task['timeout_seconds']:g} seconds"
+            attempt_status, retryable = ATTEMPT_TIMED_OUT, True
+        elif result.exit_code == 0:
+            status, error, attempt_status = COMPLETED, None, COMPLETED
+        else:
+            status, retryable = FAILED, True
+            last = result.stderr_tail.strip().splitlines()[-1:] if result.stderr_tail else []
+            error = f"Command exited with code {result.exit_code}" + (f": {last[0]}" if last else "")
+        failures = int(task.get("failures") or 0) + (1 if status == FAILED else 0)
+        if (retryable and failures <= int(task.get("retries") or 0)
+                and effective_attempts(task, run.attempt) < int(task["max_attempts"])):
+            delay = backoff_seconds(self.settings.retry_backoff_seconds, failures)
+            await self.store.update_attempt(run.aid, {"status": attempt_status, "ended_at": now,
+                                                      "exit_code": result.exit_code, "error": error})
+            await self.store.update_task(run.task_id, {
+                "status": PENDING, "failures": failures, "output": output, "error": error,
+                "not_before": now + timedelta(seconds=delay),
+            })
+            await self._release(run)
+            await self._emit_status(task, PENDING)
+            return
+        attempt_fields = {"status": attempt_status, "ended_at": now,
+                          "exit_code": result.exit_code, "error": error}
+        extra: dict[str, Any] = {"output": output, "failures": failures,
+                                 "progress": 100.0 if status == COMPLETED else run.progress,
+                                 "current_step": run.current_step}
+        await self._finalize(task, status, error, attempt=(run.aid, attempt_fields), extra=extra)
+        await self._release(run)
+        started = task.get("started_at")
+        if started is not None:
+            metrics.TASK_DURATION.observe((now - as_utc(started)).total_seconds())
+
+    async def _release(self, run: Run) -> None:
+        if run.slot:
+            await self.store.release_slot(run.slot, run.task_id)
+
+    # ----------------------------------------------------------------- finals
+    async def _finalize(
+        self,
+        task: Document,
+        status: str,
+        error: str | None,
+        *,
+        attempt: tuple[str, Mapping[str, Any]] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Decide the task's final status; False when someone else decided first."""
+        task_id = str(task["_id"])
+        now = utcnow()
+        won = await self.store.claim_final({
+            "_id": task_id, "status": status, "error": error, "completed_at": now,
+            "worker_id": self.worker_id,
+        })
+        if attempt is not None:
+            await self.store.update_attempt(attempt[0], dict(attempt[1]))
+        if not won:
+            final = await self.store.get_final(task_id)
+            if final is not None:
+                await self._repair(task, final, extra)
+            return False
+        fields = {"status": status, "error": error, "completed_at": now, **(extra or {})}
+        await self.store.update_task(task_id, fields)
+        merged = {**task, **fields}
+        metrics.TASKS_TOTAL.labels(wire_status(status)).inc()
+        await self._emit_status(merged, status)
+        for listener in self._listeners:
+            try:
+                await listener(merged)
+            except Exception:
+                log.exception("final listener failed for task %s", task_id)
+        return True
+
+    async def _repair(
+        self, task: Document, final: Document, extra: Mapping[str, Any] | None = None
+    ) -> None:
+        """The final decision is the truth; a late write (Running) is overwritten."""
+        fields = {"status": final["status"], "error": final.get("error"),
+                  "completed_at": final.get("completed_at"), **(extra or {})}
+        await self.store.update_task(str(task["_id"]), fields)
+
+    # ----------------------------------------------------------------- events
+    async def _emit_status(self, task: Document, status: str) -> None:
+        data = {"task_id": task["_id"], "status": wire_status(status)}
+        metadata = {
+            **data, "task_status": status, "name": task.get("name"),
+            "batch_id": task.get("batch_id"), "operation_id": task.get("operation_id"),
+            "kind": task.get("kind"), "error": task.get("error") if status != RUNNING else None,
+        }
+        await self._publish("TaskStatusChanged", data, metadata)
+
+    async def _publish(self, event_type: str, data: Mapping[str, Any],
+                       metadata: Mapping[str, Any]) -> None:
+        try:
+            await self.sink.publish(event_type, data, metadata)
+        except Exception:
+            log.exception("could not publish %s", event_type)
+
+    async def _flush_events(self, run: Run) -> None:
+        meta = {"task_id": run.task_id, "batch_id": run.task.get("batch_id"),
+                "operation_id": run.task.get("operation_id")}
+        if run.lines:
+            lines, run.lines = run.lines[:_OUTPUT_EVENT_LINES], run.lines[_OUTPUT_EVENT_LINES:]
+            await self._publish("TaskOutput", {"task_id": run.task_id, "lines": lines}, meta)
+        if run.progress_dirty:
+            run.progress_dirty = False
+            await self._publish("TaskProgress", {"task_id": run.task_id, "progress": run.progress,
+                                                 "current_step": run.current_step}, meta)
+
+    # ------------------------------------------------------------ maintenance
+    async def _maintenance(self) -> None:
+        """Events, cancel requests and document flushes; never blocks the heartbeat."""
+        tick = 0.25
+        loop = asyncio.get_running_loop()
+        last_cancel = last_doc = loop.time()
+        while True:
+            await asyncio.sleep(tick)
+            now_mono = loop.time()
+            try:
+                await asyncio.gather(*(self._flush_events(r) for r in list(self.runs.values())))
+                if now_mono - last_cancel >= _CANCEL_POLL_SECONDS:
+                    last_cancel = now_mono
+                    await self._poll_cancels()
+                if now_mono - last_doc >= _DOC_FLUSH_SECONDS:
+                    last_doc = now_mono
+                    await self._flush_docs()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("engine maintenance failed")
+
+    async def _heartbeats(self) -> None:
+        """Its own loop, so slow event or output writes never delay lease renewals."""
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_seconds)
+            started = time.monotonic()
+            try:
+                await self._heartbeat()
+                took = time.monotonic() - started
+                if took > self.settings.lease_seconds / 3:
+                    log.warning("slow lease renewal: %.2fs", took)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("lease renewal failed: %s", type(exc).__name__)
+            self._check_own_leases()
+
+    async def _poll_cancels(self) -> None:
+        wanted = await self.store.cancel_requested({r.task_id for r in self.runs.values()})
+        for run in list(self.runs.values()):
+            if run.task_id in wanted and run.reason is None:
+                task = await self.store.get(run.task_id)
+                run.halt("cancel", (task or {}).get("cancel_reason") or "Cancelled")
+
+    async def _flush_docs(self) -> None:
+        for run in list(self.runs.values()):
+            if run.doc_dirty and run.reason is None:
+                run.doc_dirty = False
+                await self.store.update_task(run.task_id, {
+                    "output": run.output.text() or None, "progress": run.progress,
+                    "current_step": run.current_step,
+                })
+
+    async def _heartbeat(self) -> None:
+        runs = [r for r in self.runs.values() if r.reason != "lost"]
+        if not runs:
+            return
+        now = utcnow()
+        expires = now + timedelta(seconds=self.settings.lease_seconds)
+        await self.store.renew_leases([r.aid for r in runs], expires, now)
+        await self.store.renew_slots([r.slot for r in runs if r.slot], expires)
+        for run in runs:
+            run.lease_expires = expires
+        # Someone inserted our next attempt: our lease was considered dead; stop at once.
+        successors = await self.store.existing_attempts(
+            [attempt_id(r.task_id, r.attempt + 1) for r in runs]
+        )
+        for run in runs:
+            if attempt_id(run.task_id, run.attempt + 1) in successors:
+                log.warning("attempt %s was taken over; stopping it", run.aid)
+                run.halt("lost")
+
+    def _check_own_leases(self) -> None:
+        """If renewals keep failing, stop before another replica takes over."""
+        now = utcnow()
+        for run in list(self.runs.values()):
+            if run.reason is None and run.lease_expires <= now:
+                log.warning("lease of %s could not be renewed; stopping it", run.aid)
+                run.halt("lost")

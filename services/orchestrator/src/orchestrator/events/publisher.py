@@ -1,0 +1,58 @@
+"""Event publisher: store in MongoDB ``events`` with a sortable id, then publish the
+contract's event on ``EVENTS_CHANNEL`` (Redis pub/sub is at-most-once; the stored
+copy lets a ``/ws`` client replay with ``?since=``). No HTTP code."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from provisioning_common.events import EVENTS_CHANNEL, Event, EventBus
+
+from .repository import EventRepository
+
+log = logging.getLogger(__name__)
+
+LocalSubscriber = Callable[[Event], Awaitable[None]]
+
+
+def new_event_id() -> str:
+    """Sortable across replicas (nanosecond clock first), unique by the random tail."""
+    return f"{time.time_ns():020d}-{secrets.token_hex(4)}"
+
+
+class EventPublisher:
+    def __init__(self, repository: EventRepository, bus: EventBus) -> None:
+        self.repository = repository
+        self.bus = bus
+        self._subscribers: list[LocalSubscriber] = []
+
+    def subscribe(self, callback: LocalSubscriber) -> None:
+        """In-process callback for every event this replica publishes."""
+        self._subscribers.append(callback)
+
+    async def publish(
+        self,
+        event_type: str,
+        data: Mapping[str, Any],
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Event:
+        event = Event(event_type, dict(data), dict(metadata or {}), id=new_event_id())
+        wire = event.to_wire()
+        try:
+            await self.repository.insert(wire)
+        except Exception:
+            log.exception("could not store event %s", event_type)
+        try:
+            await self.bus.publish(EVENTS_CHANNEL, wire)
+        except Exception as exc:
+            log.warning("could not publish event %s: %s", event_type, type(exc).__name__)
+        for callback in self._subscribers:
+            try:
+                await callback(event)
+            except Exception:
+                log.exception("event subscriber failed")
+        return event

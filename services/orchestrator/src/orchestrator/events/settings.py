@@ -1,0 +1,36 @@
+"""Events feature settings and AppKeys."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from provisioning_common.config import EnvReader
+
+from .hub import EventHub
+from .publisher import EventPublisher
+from .repository import EventRepository
+
+
+@dataclass(frozen=True)
+class WsSettings:
+    heartbeat_seconds: float = 15.0
+    ping_seconds: float = 30.0
+    queue_size: int = 1000
+    replay_limit: int = 10000
+
+    @classmethod
+    def from_env(cls, env: EnvReader) -> WsSettings:
+        return cls(
+            heartbeat_seconds=env.float("WS_HEARTBEAT_SECONDS", 15.0, low=0.1),
+            ping_seconds=env.float("WS_PING_SECONDS", 30.0, low=1.0),
+            queue_size=env.int("WS_QUEUE_SIZE", 1000, low=1),
+            replay_limit=env.int("WS_REPLAY_LIMIT", 10000, low=1),
+        )
+
+
+PUBLISHER = web.AppKey("event_publisher", EventPublisher)
+REPOSITORY = web.AppKey("event_repository", EventRepository)
+HUB = web.AppKey("event_hub", EventHub)
+WS_SETTINGS = web.AppKey("ws_settings", WsSettings)

@@ -1,0 +1,96 @@
+"""Thin handlers for ``/rollback/*``."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from orchestrator.auth import authorize
+from provisioning_common.envelope import ok
+from provisioning_common.openapi import api_doc
+from provisioning_common.pagination import paginated, parse_page
+from provisioning_common.validation import load_body
+
+from . import model, service
+from .keys import ROLLBACK_CONTEXT
+from .schemas import (
+    CheckpointDetailOut,
+    CheckpointIn,
+    CheckpointOut,
+    LedgerEntryOut,
+    RollbackIn,
+    RollbackResultOut,
+    RollbackStatisticsOut,
+)
+
+routes = web.RouteTableDef()
+
+
+@routes.post("/rollback/checkpoints")
+@api_doc(summary="Create a checkpoint (ledger position + state snapshot)", tags=["rollback"],
+         body=CheckpointIn, responses={201: "Checkpoint id"})
+async def create_checkpoint(request: web.Request) -> web.Response:
+    await authorize(request, "create", "checkpoints:*")
+    body = await load_body(request, CheckpointIn())
+    cid = await service.create_checkpoint(
+        request.app[ROLLBACK_CONTEXT], body["name"], body.get("description"))
+    return ok(cid, status=201)
+
+
+@routes.get("/rollback/checkpoints")
+@api_doc(summary="List checkpoints, newest first", tags=["rollback"], response=CheckpointOut,
+         many=True)
+async def list_checkpoints(request: web.Request) -> web.Response:
+    await authorize(request, "read", "checkpoints:*")
+    page = parse_page(request)
+    docs, total = await request.app[ROLLBACK_CONTEXT].repo.list_checkpoints(page.offset,
+                                                                            page.limit)
+    return paginated(request, [model.checkpoint_view(d) for d in docs], total, page)
+
+
+@routes.get("/rollback/checkpoints/{id}")
+@api_doc(summary="Get a checkpoint", tags=["rollback"], response=CheckpointDetailOut)
+async def get_checkpoint(request: web.Request) -> web.Response:
+    cid = request.match_info["id"]
+    await authorize(request, "read", f"checkpoints:{cid}")
+    doc = await service.get_checkpoint(request.app[ROLLBACK_CONTEXT], cid)
+    return ok(model.checkpoint_view(doc, detail=True))
+
+
+@routes.get("/rollback/operations")
+@api_doc(summary="The ledger of applied operations and their compensations, newest first",
+         tags=["rollback"], response=LedgerEntryOut, many=True)
+async def list_operations(request: web.Request) -> web.Response:
+    await authorize(request, "read", "rollback:*")
+    page = parse_page(request)
+    docs, total = await request.app[ROLLBACK_CONTEXT].repo.list_ledger(page.offset, page.limit)
+    return paginated(request, [model.ledger_view(d) for d in docs], total, page)
+
+
+@routes.post("/rollback/execute")
+@api_doc(summary="Run compensations after a checkpoint, or of the listed operations",
+         tags=["rollback"], body=RollbackIn, response=RollbackResultOut,
+         responses={409: "A batch it touches is running"})
+async def execute_rollback(request: web.Request) -> web.Response:
+    await authorize(request, "execute", "rollback:*")
+    body = await load_body(request, RollbackIn())
+    result = await service.execute(
+        request.app[ROLLBACK_CONTEXT],
+        checkpoint_id=body.get("checkpoint_id"), operation_ids=body.get("operation_ids"),
+    )
+    return ok(result)
+
+
+@routes.post("/rollback/restore/{id}")
+@api_doc(summary="Restore the orchestrator state recorded in a checkpoint", tags=["rollback"],
+         responses={409: "A batch is running"})
+async def restore(request: web.Request) -> web.Response:
+    cid = request.match_info["id"]
+    await authorize(request, "restore", f"checkpoints:{cid}")
+    return ok(await service.restore(request.app[ROLLBACK_CONTEXT], cid))
+
+
+@routes.get("/rollback/statistics")
+@api_doc(summary="Rollback statistics", tags=["rollback"], response=RollbackStatisticsOut)
+async def statistics(request: web.Request) -> web.Response:
+    await authorize(request, "read", "rollback:*")
+    return ok(await service.statistics(request.app[ROLLBACK_CONTEXT]))

@@ -1,0 +1,211 @@
+"""Checkpoints, rollbacks and restores. A checkpoint marks the ledger position
+(its creation instant: entries applied later are "after it") and records the
+orchestrator's batch state; a rollback runs compensations newest first as
+engine tasks and waits for them; a restore writes the recorded state back."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.batches.model import COMPLETED, FAILED, FINISHED, RUNNING
+from orchestrator.batches.repository import BatchRepository
+from orchestrator.batches.service import compensation_spec
+from orchestrator.engine import Engine
+from orchestrator.events import EventPublisher
+from orchestrator.state.repository import SnapshotRepository
+from provisioning_common.errors import Conflict, NotFound, UnprocessableEntity
+from provisioning_common.mongo import Document
+from provisioning_common.timeutil import utcnow
+
+from . import model
+from .repository import RollbackRepository
+
+_STATE_FIELDS_DROPPED = ("snapshot_state",)
+
+
+@dataclass
+class RollbackContext:
+    repo: RollbackRepository
+    batches: BatchRepository
+    snapshots: SnapshotRepository
+    engine: Engine
+    publisher: EventPublisher
+    worker_id: str
+    wait_seconds: float = 600.0
+    poll_seconds: float = 0.2
+
+
+# --- checkpoints ----------------------------------------------------------------
+
+
+async def create_checkpoint(ctx: RollbackContext, name: str, description: str | None) -> str:
+    now = utcnow()
+    batches = [{k: v for k, v in b.items() if k not in _STATE_FIELDS_DROPPED}
+               for b in await ctx.batches.all()]
+    state = {"batches": batches}
+    checkpoint_id = str(uuid.uuid4())
+    await ctx.repo.insert_checkpoint({
+        "_id": checkpoint_id,
+        "name": name,
+        "description": description,
+        "created_at": now,
+        # The ledger position: everything applied after this instant is "after it".
+        "position": now,
+        "operations_count": await ctx.repo.ledger_count(until=now),
+        "batches_count": len(batches),
+        "size_bytes": model.state_size(state),
+        "state": state,
+    })
+    return checkpoint_id
+
+
+async def get_checkpoint(ctx: RollbackContext, checkpoint_id: str) -> Document:
+    doc = await ctx.repo.get_checkpoint(checkpoint_id)
+    if doc is None:
+        raise NotFound(f"Checkpoint {checkpoint_id} not found")
+    return doc
+
+
+# --- rollback -------------------------------------------------------------------
+
+
+async def _refuse_if_busy(ctx: RollbackContext, batch_ids: set[str]) -> None:
+    for batch_id in sorted(batch_ids):
+        batch = await ctx.batches.get(batch_id)
+        if batch is None:
+            continue
+        rb = batch.get("rollback") or {}
+        if batch["status"] not in FINISHED or rb.get("status") == RUNNING:
+            raise Conflict(f"Batch {batch_id} is running; try again when it has finished")
+
+
+async def execute(
+    ctx: RollbackContext, *, checkpoint_id: str | None, operation_ids: Sequence[str] | None,
+) -> dict[str, Any]:
+    started = time.monotonic()
+    if checkpoint_id is not None:
+        checkpoint = await get_checkpoint(ctx, checkpoint_id)
+        entries = await ctx.repo.ledger_after(checkpoint["position"])
+    else:
+        ids = list(dict.fromkeys(operation_ids or []))
+        entries = await ctx.repo.ledger_entries(ids)
+        unknown = sorted(set(ids) - {e["_id"] for e in entries})
+        if unknown:
+            raise UnprocessableEntity(
+                "Unknown operation ids", details={"operation_ids": [", ".join(unknown)]}
+            )
+    pending = [e for e in entries if not e.get("compensated_by")]
+    await _refuse_if_busy(ctx, {str(e["batch_id"]) for e in pending if e.get("batch_id")})
+    if checkpoint_id is not None:
+        # Nothing started after the checkpoint may be running either.
+        await _refuse_if_busy(ctx, set(await ctx.batches.running_ids()))
+
+    rollback_id = str(uuid.uuid4())
+    now = utcnow()
+    owned = []
+    for entry in model.newest_first(pending):
+        key = f"{entry['_id']}:compensation:{int(entry.get('compensation_attempts') or 0)}"
+        if await ctx.repo.claim(key, rollback_id, now):
+            owned.append(entry)  # another rollback compensating the same entry wins it
+    record: dict[str, Any] = {
+        "_id": rollback_id, "checkpoint_id": checkpoint_id,
+        "operation_ids": [e["_id"] for e in owned], "status": RUNNING,
+        "started_at": now, "completed_at": None, "task_ids": [],
+        "success": None, "operations_executed": 0, "operations_failed": 0, "duration": None,
+    }
+    await ctx.repo.insert_rollback(record)
+    await ctx.publisher.publish(
+        "RollbackStarted",
+        data={"rollback_id": rollback_id, "checkpoint_id": checkpoint_id,
+              "operations": len(owned)},
+        metadata={"rollback_id": rollback_id},
+    )
+    task_ids: list[str] = []
+    previous: str | None = None
+    for entry in owned:
+        comp_id = str(uuid.uuid4())
+        task = {"_id": entry["task_id"], "name": entry.get("name"),
+                "operation_id": entry.get("operation_id"),
+                "compensation": {"subcommand": entry["compensation"]["subcommand"],
+                                 "args": entry["compensation"]["args"]}}
+        await ctx.engine.create_task(compensation_spec(
+            task, comp_id, previous, batch_id=None, rollback_id=rollback_id))
+        task_ids.append(comp_id)
+        previous = comp_id
+    await ctx.repo.update_rollback(rollback_id, {"task_ids": task_ids})
+
+    finals = await _wait_final(ctx, task_ids)
+    executed = failed = 0
+    for entry, tid in zip(owned, task_ids, strict=True):
+        status = finals.get(tid)
+        if status == COMPLETED:
+            executed += 1
+            await ctx.repo.mark_compensated(str(entry["_id"]), rollback_id, utcnow())
+        else:
+            failed += 1
+            await ctx.repo.note_compensation_failed(
+                str(entry["_id"]), int(entry.get("compensation_attempts") or 0) + 1)
+    duration = round(time.monotonic() - started, 3)
+    done = len(finals) == len(task_ids)
+    result = {
+        "rollback_id": rollback_id,
+        "success": done and failed == 0,
+        "operations_executed": executed,
+        "operations_failed": failed,
+        "duration": duration,
+    }
+    await ctx.repo.update_rollback(rollback_id, {
+        "status": (COMPLETED if result["success"] else FAILED) if done else RUNNING,
+        "completed_at": utcnow(), "success": result["success"],
+        "operations_executed": executed, "operations_failed": failed, "duration": duration,
+    })
+    await ctx.publisher.publish(
+        "RollbackCompleted", data=dict(result), metadata={"rollback_id": rollback_id},
+    )
+    return result
+
+
+async def _wait_final(ctx: RollbackContext, task_ids: Sequence[str]) -> dict[str, str]:
+    """Final statuses of ``task_ids`` (those that finished within the wait)."""
+    deadline = time.monotonic() + ctx.wait_seconds
+    finals: dict[str, str] = {}
+    while task_ids:
+        docs = await ctx.engine.store.get_many([t for t in task_ids if t not in finals])
+        for tid, doc in docs.items():
+            if doc["status"] in FINISHED:
+                finals[tid] = str(doc["status"])
+        if len(finals) == len(task_ids) or time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(ctx.poll_seconds)
+    return finals
+
+
+# --- restore --------------------------------------------------------------------
+
+
+async def restore(ctx: RollbackContext, checkpoint_id: str) -> str:
+    checkpoint = await ctx.repo.get_checkpoint(checkpoint_id, with_state=True)
+    if checkpoint is None:
+        raise NotFound(f"Checkpoint {checkpoint_id} not found")
+    await _refuse_if_busy(ctx, {b["_id"] for b in await ctx.batches.all()})
+    recorded: list[Mapping[str, Any]] = list((checkpoint.get("state") or {}).get("batches") or [])
+    keep = {b["_id"] for b in recorded}
+    removed = [b["_id"] for b in await ctx.batches.all() if b["_id"] not in keep]
+    await ctx.batches.replace_all(recorded)
+    if removed:
+        await ctx.snapshots.delete_for(removed)
+    await ctx.repo.mark_restored(checkpoint_id, utcnow())
+    return f"State restored from checkpoint {checkpoint_id}"
+
+
+async def statistics(ctx: RollbackContext) -> dict[str, Any]:
+    return model.statistics(
+        await ctx.repo.count_checkpoints(),
+        await ctx.repo.count_rollbacks(),
+        await ctx.repo.finished_rollbacks(),
+    )

@@ -1,0 +1,52 @@
+"""Thin handlers for ``/state/*``."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from orchestrator.auth import authorize
+from provisioning_common.envelope import ok
+from provisioning_common.openapi import api_doc
+
+from . import service
+from .keys import STATE_CONTEXT
+from .schemas import HealthOut, MetricsOut, ProgressOut, SnapshotOut, StatisticsOut
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/state/workflows/{id}/progress")
+@api_doc(summary="Progress of a workflow (task or batch)", tags=["state"], response=ProgressOut)
+async def workflow_progress(request: web.Request) -> web.Response:
+    await authorize(request, "read", "state:*")
+    return ok(await service.progress(request.app[STATE_CONTEXT], request.match_info["id"]))
+
+
+@routes.get("/state/workflows/{id}/snapshots")
+@api_doc(summary="Snapshots of a workflow, one per status change", tags=["state"],
+         response=SnapshotOut, many=True)
+async def workflow_snapshots(request: web.Request) -> web.Response:
+    await authorize(request, "read", "state:*")
+    return ok(await service.snapshots(request.app[STATE_CONTEXT], request.match_info["id"]))
+
+
+@routes.get("/state/system/metrics")
+@api_doc(summary="Workflow counts and host load", tags=["state"], response=MetricsOut)
+async def system_metrics(request: web.Request) -> web.Response:
+    await authorize(request, "read", "state:*")
+    return ok(await service.system_metrics(request.app[STATE_CONTEXT]))
+
+
+@routes.get("/state/system/health")
+@api_doc(summary="Health of storage, batch coordinator and monitoring", tags=["state"],
+         response=HealthOut)
+async def system_health(request: web.Request) -> web.Response:
+    await authorize(request, "read", "state:*")
+    return ok(await service.health(request.app[STATE_CONTEXT]))
+
+
+@routes.get("/state/statistics")
+@api_doc(summary="State manager statistics", tags=["state"], response=StatisticsOut)
+async def statistics(request: web.Request) -> web.Response:
+    await authorize(request, "read", "state:*")
+    return ok(await service.statistics(request.app[STATE_CONTEXT]))

@@ -1,0 +1,70 @@
+"""``/tasks``: list, get, cancel, attempts."""
+
+from __future__ import annotations
+
+import re
+
+from aiohttp import web
+
+from provisioning_common.envelope import ok
+from provisioning_common.errors import Conflict, NotFound
+from provisioning_common.pagination import Page, paginated
+from provisioning_common.validation import load_query
+
+from ..auth import authorize
+from .keys import ENGINE
+from .schemas import TaskQuery, attempt_view, task_view
+
+routes = web.RouteTableDef()
+
+_TASK_ID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+
+async def _task_id(request: web.Request, action: str) -> str:
+    """Authorize on the task, then 404 for a malformed id (never reaches the database)."""
+    raw = request.match_info["id"]
+    valid = bool(_TASK_ID.match(raw))
+    await authorize(request, action, f"tasks:{raw.lower()}" if valid else "tasks:*")
+    if not valid:
+        raise NotFound("Task not found")
+    return raw.lower()
+
+
+@routes.get("/tasks")
+async def list_tasks(request: web.Request) -> web.Response:
+    await authorize(request, "read", "tasks:*")
+    query = load_query(request, TaskQuery())
+    page = Page(limit=query["limit"], offset=query["offset"])
+    store = request.app[ENGINE].store
+    items = await store.list(status=query.get("status"), limit=page.limit, offset=page.offset)
+    total = await store.count(status=query.get("status"))
+    return paginated(request, [task_view(d) for d in items], total, page)
+
+
+@routes.get("/tasks/{id}")
+async def get_task(request: web.Request) -> web.Response:
+    task_id = await _task_id(request, "read")
+    doc = await request.app[ENGINE].store.get(task_id)
+    if doc is None:
+        raise NotFound("Task not found")
+    return ok(task_view(doc))
+
+
+@routes.get("/tasks/{id}/attempts")
+async def get_attempts(request: web.Request) -> web.Response:
+    task_id = await _task_id(request, "read")
+    store = request.app[ENGINE].store
+    if await store.get(task_id) is None:
+        raise NotFound("Task not found")
+    return ok([attempt_view(d) for d in await store.attempts(task_id)])
+
+
+@routes.post("/tasks/{id}/cancel")
+async def cancel_task(request: web.Request) -> web.Response:
+    task_id = await _task_id(request, "cancel")
+    result = await request.app[ENGINE].cancel(task_id, reason="Cancelled by user")
+    if result == "not_found":
+        raise NotFound("Task not found")
+    if result == "final":
+        raise Conflict("Task has already finished")
+    return ok("Task cancelled" if result == "cancelled" else "Task cancellation requested")

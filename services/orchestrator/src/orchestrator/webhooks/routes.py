@@ -1,0 +1,78 @@
+"""``GET /webhooks/deliveries[/{id}]`` and ``POST /webhooks/deliveries/{id}/redeliver``."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from provisioning_common.envelope import ok
+from provisioning_common.errors import Conflict, NotFound
+from provisioning_common.openapi import api_doc
+from provisioning_common.pagination import Page, paginated
+from provisioning_common.validation import load_query
+
+from ..audit import record_audit
+from ..auth import authorize
+from .keys import WEBHOOKS
+from .schemas import DeliveryQuery, DeliveryView, delivery_query, delivery_view
+
+routes = web.RouteTableDef()
+_TAGS = ["webhooks"]
+_MAX_ID = 200
+
+
+@routes.get("/webhooks/deliveries")
+@api_doc(
+    summary="List webhook deliveries (newest first) with their attempts",
+    tags=_TAGS,
+    query=DeliveryQuery,
+    response=DeliveryView,
+    many=True,
+)
+async def list_deliveries(request: web.Request) -> web.Response:
+    await authorize(request, "read", "webhooks:*")
+    params = load_query(request, DeliveryQuery())
+    page = Page(limit=params["limit"], offset=params["offset"])
+    outbox = request.app[WEBHOOKS].outbox
+    docs, total = await outbox.find_items(
+        delivery_query(params), limit=page.limit, offset=page.offset
+    )
+    attempts = await outbox.attempts_of([str(d["_id"]) for d in docs])
+    views = [delivery_view(d, attempts.get(str(d["_id"]), [])) for d in docs]
+    return paginated(request, views, total, page)
+
+
+@routes.get("/webhooks/deliveries/{id}")
+@api_doc(summary="Get one webhook delivery", tags=_TAGS, response=DeliveryView)
+async def get_delivery(request: web.Request) -> web.Response:
+    await authorize(request, "read", "webhooks:*")
+    delivery_id = request.match_info["id"]
+    outbox = request.app[WEBHOOKS].outbox
+    doc = await outbox.get(delivery_id) if len(delivery_id) <= _MAX_ID else None
+    if doc is None:
+        raise NotFound("Delivery not found")
+    attempts = await outbox.attempts_of([delivery_id])
+    return ok(delivery_view(doc, attempts[delivery_id]))
+
+
+@routes.post("/webhooks/deliveries/{id}/redeliver")
+@api_doc(
+    summary="Deliver again (a fresh series of attempts)",
+    tags=_TAGS,
+    response=DeliveryView,
+    responses={202: "Delivery re-queued", 409: "The delivery is still in progress"},
+)
+async def redeliver(request: web.Request) -> web.Response:
+    await authorize(request, "redeliver", "webhooks:*")
+    delivery_id = request.match_info["id"]
+    outbox = request.app[WEBHOOKS].outbox
+    doc = await outbox.get(delivery_id) if len(delivery_id) <= _MAX_ID else None
+    if doc is None:
+        raise NotFound("Delivery not found")
+    if not await outbox.redeliver(delivery_id):
+        raise Conflict("Delivery is still in progress")
+    await record_audit(
+        request, action="webhook.redeliver", resource=f"webhooks/deliveries/{delivery_id}"
+    )
+    fresh = await outbox.get(delivery_id)
+    attempts = await outbox.attempts_of([delivery_id])
+    return ok(delivery_view(fresh or doc, attempts[delivery_id]), status=202)

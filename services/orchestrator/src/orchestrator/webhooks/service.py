@@ -1,0 +1,248 @@
+"""Webhook deliveries: orchestrator events → one outbox item per subscribed
+endpoint → signed HTTP POSTs with retries (see ``docs/webhooks.md``).
+
+Every replica scans the stored ``events`` (MongoDB, durable) from a shared
+cursor with a look-back window, so an event published while a replica was busy
+or down is still seen; the outbox item id ``<event id>:<endpoint id>`` is taken
+with ``claim()``, so each event reaches each endpoint once however many
+replicas scan it. Redis pub/sub on ``EVENTS_CHANNEL`` only wakes the scan early.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+import aiohttp
+
+from provisioning_common.envelope import format_timestamp
+from provisioning_common.events import EVENTS_CHANNEL, EventBus
+from provisioning_common.outbox import AttemptResult, Outbox, OutboxItem, RetryPolicy
+from provisioning_common.webhooks import build_signed_delivery, serialize_unsigned
+
+from ..events.repository import EventRepository
+from ..metrics import WEBHOOK_DELIVERIES
+from .config import WebhookSettings, display_url
+from .model import SOURCE_EVENT_TYPES, webhook_data, webhook_event
+from .repository import CursorRepository
+
+log = logging.getLogger(__name__)
+
+TaskLookup = Callable[[str], Awaitable[Mapping[str, Any] | None]]
+LOOKBACK_SECONDS = 60  # events may be stored slightly out of id order across replicas
+PAGE = 200
+USER_AGENT = "provisioning-orchestrator-webhooks/1"
+_MAX_RESPONSE_BYTES = 64 * 1024
+
+
+class WebhookService:
+    def __init__(
+        self,
+        settings: WebhookSettings,
+        outbox_db: Any,
+        events: EventRepository,
+        cursor: CursorRepository,
+        *,
+        bus: EventBus | None = None,
+        task_lookup: TaskLookup | None = None,
+    ) -> None:
+        self.settings = settings
+        self.events = events
+        self.cursor = cursor
+        self.bus = bus
+        self.task_lookup = task_lookup
+        policy = RetryPolicy(
+            max_attempts=settings.max_attempts,
+            base_delay=settings.backoff_base_seconds,
+            max_delay=settings.backoff_max_seconds,
+            attempt_timeout=settings.timeout_seconds + 5,
+            lease_seconds=settings.timeout_seconds + 30,
+            poll_interval=settings.poll_seconds,
+        )
+        self.outbox = Outbox(outbox_db, "webhook", self._deliver, policy, on_attempt=self._count)
+        self._session: aiohttp.ClientSession | None = None
+        self._position: str | None = None
+        self._seen: dict[str, str] = {}
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        await self.outbox.ensure_indexes()
+        if not self.settings.enabled:
+            return  # the API still lists past deliveries
+        self._session = aiohttp.ClientSession(
+            headers={"User-Agent": USER_AGENT}, cookie_jar=aiohttp.DummyCookieJar()
+        )
+        stored = await self.cursor.load()
+        self._position = stored or _position_at(time.time_ns())
+        self._tasks = [
+            asyncio.create_task(self._scan_loop(), name="webhooks-scan"),
+            asyncio.create_task(self.outbox.run(), name="webhooks-outbox"),
+        ]
+        if self.bus is not None:
+            self._tasks.append(asyncio.create_task(self._listen(), name="webhooks-listen"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # ------------------------------------------------------------ events → outbox
+
+    async def _scan_loop(self) -> None:
+        while True:
+            try:
+                await self.scan_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("webhook event scan failed: %s", type(exc).__name__)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.settings.poll_seconds)
+
+    async def _listen(self) -> None:
+        assert self.bus is not None
+        while True:
+            try:
+                async for _channel, payload in self.bus.subscribe(EVENTS_CHANNEL):
+                    if payload.get("event_type") in SOURCE_EVENT_TYPES:
+                        self._wake.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis down: the scan still runs on its timer
+                log.warning("webhook event subscription lost: %s", type(exc).__name__)
+                await asyncio.sleep(1)
+
+    async def scan_once(self) -> int:
+        """Enqueue deliveries for stored events after the cursor; returns how many
+        events were handled (each at most once per replica)."""
+        if self._position is None:
+            self._position = (await self.cursor.load()) or _position_at(time.time_ns())
+        after = _lookback(self._position)
+        handled, newest = 0, self._position
+        while True:
+            page = await self.events.since(after, SOURCE_EVENT_TYPES, PAGE)
+            for event in page:
+                event_id = str(event["id"])
+                after = max(after, event_id)
+                newest = max(newest, event_id)
+                if event_id in self._seen:
+                    continue
+                await self.handle_event(event)
+                self._seen[event_id] = event_id
+                handled += 1
+            if len(page) < PAGE:
+                break
+        if newest != self._position:
+            self._position = newest
+            await self.cursor.advance(newest)
+        floor = _lookback(self._position)
+        self._seen = {k: v for k, v in self._seen.items() if k > floor}
+        return handled
+
+    async def handle_event(self, event: Mapping[str, Any]) -> int:
+        """Enqueue one delivery per subscribed endpoint; returns how many this call created."""
+        name = webhook_event(str(event.get("event_type")), event.get("data") or {})
+        if name is None or not self.settings.enabled:
+            return 0
+        endpoints = self.settings.subscribed(name)
+        if not endpoints:
+            return 0
+        extra = await self._extra(name, event)
+        timestamp = event.get("timestamp")
+        if isinstance(timestamp, datetime):
+            timestamp = format_timestamp(timestamp)
+        body = serialize_unsigned(name, str(timestamp), webhook_data(name, event, extra))
+        created = 0
+        for endpoint in endpoints:
+            item_id = f"{event['id']}:{endpoint.id}"
+            fields = {
+                "event": name,
+                "event_id": str(event["id"]),
+                "endpoint_id": endpoint.id,
+                "url": display_url(endpoint.url),
+            }
+            payload = {"body": body.decode(), "endpoint_id": endpoint.id}
+            if await self.outbox.enqueue(item_id, name, payload, fields=fields):
+                created += 1
+        return created
+
+    async def _extra(self, name: str, event: Mapping[str, Any]) -> dict[str, Any]:
+        """For task events: the task's name, output and error, as the contract's example."""
+        task_id = (event.get("data") or {}).get("task_id")
+        if not name.startswith("task.") or not task_id or self.task_lookup is None:
+            return {}
+        try:
+            task = await self.task_lookup(str(task_id))
+        except Exception as exc:
+            log.warning("task lookup for webhook failed: %s", type(exc).__name__)
+            return {}
+        if not task:
+            return {}
+        keys = ("name", "output", "error", "batch_id", "operation_id")
+        return {k: task.get(k) for k in keys if task.get(k) is not None}
+
+    # ------------------------------------------------------------ delivering
+
+    async def _deliver(self, item: OutboxItem, attempt: int) -> AttemptResult:
+        endpoint = self.settings.endpoint(str(item.payload.get("endpoint_id")))
+        if endpoint is None:
+            return AttemptResult(ok=False, error="endpoint no longer configured", retry=False)
+        if self._session is None:
+            return AttemptResult(ok=False, error="webhooks disabled")
+        signed = build_signed_delivery(
+            endpoint.secret,
+            event=item.kind,
+            delivery_id=item.id,
+            unsigned_body=str(item.payload["body"]).encode(),
+        )
+        timeout = aiohttp.ClientTimeout(total=self.settings.timeout_seconds)
+        try:
+            async with self._session.post(
+                endpoint.url,
+                data=signed.body,
+                headers=signed.headers,
+                allow_redirects=False,  # a redirect is a failure, never followed
+                timeout=timeout,
+            ) as response:
+                await response.content.read(_MAX_RESPONSE_BYTES)
+                status = response.status
+        except TimeoutError:
+            return AttemptResult(ok=False, error="timeout")
+        except aiohttp.ClientError as exc:
+            return AttemptResult(ok=False, error=f"connection error: {type(exc).__name__}")
+        if 200 <= status < 300:
+            return AttemptResult(ok=True, status_code=status)
+        if 300 <= status < 400:
+            return AttemptResult(ok=False, status_code=status, error="redirect not followed")
+        return AttemptResult(ok=False, status_code=status, error=f"HTTP {status}")
+
+    @staticmethod
+    def _count(item: OutboxItem, result: AttemptResult, outcome: str) -> None:
+        WEBHOOK_DELIVERIES.labels(outcome).inc()
+
+
+def _position_at(ns: int) -> str:
+    return f"{ns:020d}"
+
+
+def _lookback(position: str) -> str:
+    try:
+        ns = int(position[:20])
+    except ValueError:
+        return position
+    return _position_at(max(0, ns - LOOKBACK_SECONDS * 1_000_000_000))

@@ -1,0 +1,272 @@
+"""Batch execution on the real engine (in-process), real FerretDB/MongoDB and Redis,
+with a CLI simulator script that records every invocation."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pymongo.asynchronous.database import AsyncDatabase
+from redis.asyncio import Redis
+
+from orchestrator.batches.coordinator import BatchCoordinator
+from orchestrator.batches.repository import BatchRepository
+from orchestrator.batches.schemas import BatchSubmissionSchema
+from orchestrator.batches.service import BatchContext, cancel, submit
+from orchestrator.engine import Engine, EngineSettings, TaskStore
+from orchestrator.events import EventPublisher, EventRepository
+from orchestrator.rollback.repository import RollbackRepository
+from orchestrator.rollback.service import RollbackContext
+from orchestrator.state.repository import SnapshotRepository
+from provisioning_common.events import EventBus
+from provisioning_common.validation import validate
+from tests.unit.test_batch_model import CONTRACT_BATCH
+
+SIMULATOR = '''#!{python}
+"""Test CLI simulator: records argv and start/end, fails on request, reports progress."""
+import json, os, sys, time
+log = os.environ.get("PROVISIONING_SIM_LOG")
+fail = set(filter(None, os.environ.get("PROVISIONING_SIM_FAIL", "").split(",")))
+delay = float(os.environ.get("PROVISIONING_SIM_SLEEP", "0"))
+start = time.time()
+print("::progress 50 half way", flush=True)
+time.sleep(delay)
+end = time.time()
+if log:
+    with open(log, "a") as fh:
+        fh.write(json.dumps({{"argv": sys.argv[1:], "start": start, "end": end}}) + "\\n")
+if fail & set(sys.argv[1:]):
+    print("simulated failure", file=sys.stderr)
+    sys.exit(3)
+print("ok " + " ".join(sys.argv[1:]))
+'''
+
+
+def write_simulator(directory: Path) -> Path:
+    path = directory / "provisioning-sim"
+    path.write_text(SIMULATOR.format(python=sys.executable))
+    path.chmod(0o755)
+    return path
+
+
+def read_log(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@dataclass
+class Harness:
+    db: AsyncDatabase[dict[str, Any]]
+    engine: Engine
+    batch: BatchContext
+    rollback: RollbackContext
+    coordinator: BatchCoordinator
+    log: Path
+
+    async def submit(self, body: Mapping[str, Any]) -> str:
+        data = validate(BatchSubmissionSchema(max_parallel_limit=100), dict(body))
+        result = await submit(self.batch, data, "tester")
+        self.coordinator.poke(result["batch_id"])
+        return str(result["batch_id"])
+
+    async def wait(self, batch_id: str, timeout: float = 30.0,
+                   until_rollback: bool = False) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            doc = await self.batch.repo.get(batch_id)
+            assert doc is not None
+            done = doc["status"] in ("Completed", "Failed", "Cancelled")
+            if done and until_rollback:
+                done = bool(doc.get("rollback")) and doc["rollback"]["status"] in (
+                    "Completed", "Failed")
+            if done:
+                return doc
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"batch {batch_id} did not finish: {doc['status']}")
+
+    async def cancel(self, batch_id: str) -> None:
+        await cancel(self.batch, batch_id)
+
+
+async def make_harness(
+    db: AsyncDatabase[dict[str, Any]], redis: Redis, workdir: Path, *,
+    env: Mapping[str, str] | None = None, cli: str | None = None, concurrency: int = 16,
+    poll: float = 0.05, interval: float = 0.2,
+) -> tuple[Harness, list[Any]]:
+    log = workdir / "sim.log"
+    sim = cli or str(write_simulator(workdir))
+    environ = {"PATH": os.environ.get("PATH", ""), "PROVISIONING_SIM_LOG": str(log), **(env or {})}
+    settings = EngineSettings(cli=sim, concurrency=concurrency, poll_seconds=poll,
+                              lease_seconds=5.0, heartbeat_seconds=1.0,
+                              kill_grace_seconds=1.0, shutdown_grace_seconds=1.0)
+    events = EventRepository(db)
+    publisher = EventPublisher(events, EventBus(redis))
+    engine = Engine(TaskStore(db), settings, publisher, environ=environ)
+    repo, snapshots, ledger = BatchRepository(db), SnapshotRepository(db), RollbackRepository(db)
+    for r in (repo, snapshots, ledger):
+        await r.ensure_indexes()
+    ctx = BatchContext(repo=repo, snapshots=snapshots, ledger=ledger, engine=engine,
+                       publisher=publisher, cli=sim, worker_id=engine.worker_id,
+                       orphan_after_seconds=2.0)
+    coordinator = BatchCoordinator(ctx, interval)
+    engine.add_final_listener(coordinator.on_task_final)
+    await engine.start()
+    coordinator.start()
+    rb = RollbackContext(repo=ledger, batches=repo, snapshots=snapshots, engine=engine,
+                         publisher=publisher, worker_id=engine.worker_id, wait_seconds=30.0,
+                         poll_seconds=0.05)
+    return Harness(db, engine, ctx, rb, coordinator, log), [coordinator, engine]
+
+
+@pytest.fixture
+async def harness(
+    mongo_db: AsyncDatabase[dict[str, Any]], redis_client: Redis, tmp_path: Path
+) -> AsyncIterator[Harness]:
+    h, stoppables = await make_harness(mongo_db, redis_client, tmp_path)
+    try:
+        yield h
+    finally:
+        for s in stoppables:
+            await s.stop()
+
+
+async def events_of(db: AsyncDatabase[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d async for d in db["events"].find({"event_type": kind}).sort("_id", 1)]
+
+
+async def test_contract_batch_completes_in_dependency_order(harness: Harness) -> None:
+    batch_id = await harness.submit(CONTRACT_BATCH)
+    doc = await harness.wait(batch_id)
+    assert doc["status"] == "Completed"
+    assert [op["status"] for op in doc["operations"]] == ["Completed", "Completed"]
+    assert all(op["progress"] == 100.0 for op in doc["operations"])
+    assert doc["operations"][0]["results"]["summary"] == "2/2 tasks completed"
+    calls = read_log(harness.log)
+    assert len(calls) == 5
+    servers = [c for c in calls if c["argv"][:2] == ["servers", "create"]]
+    taskservs = [c for c in calls if c["argv"][:2] == ["taskserv", "create"]]
+    assert max(c["end"] for c in servers) <= min(c["start"] for c in taskservs)
+    assert servers[0]["argv"][2:] == ["--provider", "upcloud", "--name", "web-01",
+                                      "--plan", "1xCPU-2GB", "--zone", "de-fra1"]
+    # Status changes are snapshots and events, once each.
+    states = [s["state"] for s in await harness.batch.snapshots.for_workflow(batch_id)]
+    assert states == ["Pending", "Running", "Completed"]
+    changed = await events_of(harness.db, "BatchStatusChanged")
+    assert [e["data"]["status"] for e in changed] == ["pending", "running", "completed"]
+    progress = [e["data"]["progress"] for e in await events_of(harness.db, "BatchProgress")]
+    assert progress == sorted(progress)
+    assert progress[-1] == 100.0
+    # Every applied task is in the ledger with its compensation.
+    entries, total = await harness.rollback.repo.list_ledger(0, 50)
+    assert total == 5
+    assert entries[0]["compensation"]["subcommand"][1] == "delete"
+
+
+async def test_parallel_limit_bounds_overlap(
+    mongo_db: AsyncDatabase[dict[str, Any]], redis_client: Redis, tmp_path: Path
+) -> None:
+    h, stoppables = await make_harness(mongo_db, redis_client, tmp_path,
+                                       env={"PROVISIONING_SIM_SLEEP": "0.3"})
+    try:
+        body = {
+            "name": "limit", "version": "1.0.0", "parallel_limit": 2,
+            "operations": [{
+                "id": "many", "type": "taskserv_batch", "provider": "aws",
+                "taskservs": [f"ts{i}" for i in range(10)],
+            }],
+        }
+        batch_id = await h.submit(body)
+        doc = await h.wait(batch_id, timeout=60)
+        assert doc["status"] == "Completed"
+        calls = read_log(h.log)
+        assert len(calls) == 10
+        points = sorted([(c["start"], 1) for c in calls] + [(c["end"], -1) for c in calls],
+                        key=lambda p: (p[0], p[1]))
+        running = peak = 0
+        for _, delta in points:
+            running += delta
+            peak = max(peak, running)
+        assert peak == 2
+    finally:
+        for s in stoppables:
+            await s.stop()
+
+
+FAILING_BATCH: dict[str, Any] = {
+    "name": "failing", "version": "1.0.0", "parallel_limit": 3, "rollback_enabled": True,
+    "operations": [
+        {"id": "servers", "type": "server_batch", "provider": "upcloud",
+         "server_configs": [{"name": "web-01", "plan": "p1", "zone": "z1"},
+                            {"name": "web-02", "plan": "p1", "zone": "z1"}]},
+        {"id": "cluster", "type": "cluster_batch", "provider": "upcloud",
+         "dependencies": ["servers"], "cluster_type": "k8s"},
+        {"id": "taskservs", "type": "taskserv_batch", "provider": "upcloud",
+         "dependencies": ["cluster"], "taskservs": ["boom"]},
+        {"id": "after", "type": "taskserv_batch", "provider": "upcloud",
+         "dependencies": ["taskservs"], "taskservs": ["cilium"]},
+    ],
+}
+
+
+async def test_failure_cancels_dependents_and_rolls_back_newest_first(
+    mongo_db: AsyncDatabase[dict[str, Any]], redis_client: Redis, tmp_path: Path
+) -> None:
+    h, stoppables = await make_harness(mongo_db, redis_client, tmp_path,
+                                       env={"PROVISIONING_SIM_FAIL": "boom"})
+    try:
+        batch_id = await h.submit(FAILING_BATCH)
+        doc = await h.wait(batch_id, until_rollback=True)
+        statuses = {op["id"]: op["status"] for op in doc["operations"]}
+        assert statuses == {"servers": "Completed", "cluster": "Completed",
+                            "taskservs": "Failed", "after": "Cancelled"}
+        assert doc["status"] == "Failed"
+        assert doc["rolled_back"] is True
+        assert doc["rollback"]["status"] == "Completed"
+        assert doc["rollback"]["operations_executed"] == 3
+        deletes = [c["argv"] for c in read_log(h.log) if "delete" in c["argv"][:2]]
+        assert [d[0] for d in deletes] == ["cluster", "servers", "servers"]
+        assert deletes[0] == ["cluster", "delete", "k8s", "--provider", "upcloud"]
+        assert {d[5] for d in deletes[1:]} == {"web-01", "web-02"}
+        kinds = [e["event_type"] for e in await h.db["events"].find(
+            {"event_type": {"$in": ["RollbackStarted", "RollbackCompleted"]}}).to_list()]
+        assert kinds == ["RollbackStarted", "RollbackCompleted"]
+        entries = await h.rollback.repo.ledger_entries(doc["rollback"]["compensates"])
+        assert all(e["compensated_by"] == doc["rollback"]["rollback_id"] for e in entries)
+    finally:
+        for s in stoppables:
+            await s.stop()
+
+
+async def test_cancel_mid_batch(
+    mongo_db: AsyncDatabase[dict[str, Any]], redis_client: Redis, tmp_path: Path
+) -> None:
+    h, stoppables = await make_harness(mongo_db, redis_client, tmp_path,
+                                       env={"PROVISIONING_SIM_SLEEP": "5"})
+    try:
+        batch_id = await h.submit(CONTRACT_BATCH)
+        for _ in range(100):
+            tasks = await h.engine.store.find_by_batch(batch_id)
+            if any(t["status"] == "Running" for t in tasks):
+                break
+            await asyncio.sleep(0.05)
+        await h.cancel(batch_id)
+        await h.cancel(batch_id)  # twice is harmless
+        doc = await h.wait(batch_id, timeout=20)
+        assert doc["status"] == "Cancelled"
+        assert {op["status"] for op in doc["operations"]} == {"Cancelled"}
+        from provisioning_common.errors import Conflict
+
+        with pytest.raises(Conflict):
+            await h.cancel(batch_id)
+    finally:
+        for s in stoppables:
+            await s.stop()
