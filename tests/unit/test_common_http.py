@@ -33,6 +33,12 @@ async def boom(request: web.Request) -> web.Response:
     raise RuntimeError("secret internal detail")
 
 
+async def db_down(request: web.Request) -> web.Response:
+    from pymongo.errors import ServerSelectionTimeoutError
+
+    raise ServerSelectionTimeoutError("127.0.0.1:1: connection refused")
+
+
 async def conflict(request: web.Request) -> web.Response:
     raise Conflict("Already exists")
 
@@ -54,6 +60,7 @@ async def client() -> AsyncIterator[TestClient[web.Request, web.Application]]:
     app.router.add_get("/items", items)
     app.router.add_get("/boom", boom)
     app.router.add_get("/conflict", conflict)
+    app.router.add_get("/db-down", db_down)
     app.router.add_get("/limited", limited)
     async with TestClient(TestServer(app)) as test_client:
         yield test_client
@@ -179,3 +186,13 @@ def test_timestamps_are_utc_z() -> None:
         format_timestamp(datetime(2025, 9, 26, 10, 0, 0, 123000, tzinfo=UTC))
         == "2025-09-26T10:00:00.123Z"
     )
+
+
+async def test_unreachable_dependency_is_503(
+    client: TestClient[web.Request, web.Application],
+) -> None:
+    resp = await client.get("/db-down")
+    assert resp.status == 503
+    body = await resp.json()
+    assert body == {"success": False, "error": "Service temporarily unavailable"}
+    assert resp.headers["Retry-After"] == "5"

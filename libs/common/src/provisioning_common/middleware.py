@@ -13,6 +13,9 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from pymongo.errors import ConnectionFailure
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .envelope import error_response
 from .errors import ApiError
@@ -84,6 +87,10 @@ async def _enveloped(request: web.Request, handler: Handler) -> web.StreamRespon
         message = _HTTP_MESSAGES.get(exc.status, exc.reason)
         headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
         return error_response(exc.status, message, headers=headers)
+    except (ConnectionFailure, RedisConnectionError, RedisTimeoutError) as exc:
+        # A dependency is down: the client may retry, so say so instead of a 500.
+        log.warning("dependency unavailable: %s", type(exc).__name__, extra={"path": request.path})
+        return error_response(503, "Service temporarily unavailable", headers={"Retry-After": "5"})
     except Exception:
         log.exception("unhandled error", extra={"path": request.path})
         return error_response(500, "Internal server error")
