@@ -63,7 +63,9 @@ def duration(args: argparse.Namespace) -> float:
 
 
 def should_fail(args: argparse.Namespace) -> bool:
-    listed = {n.strip() for n in os.environ.get("PROVISIONING_SIM_FAIL", "").split(",") if n.strip()}
+    listed = {
+        n.strip() for n in os.environ.get("PROVISIONING_SIM_FAIL", "").split(",") if n.strip()
+    }
     return "*" in listed or any("fail" in n or n in listed for n in names(args))
 
 
@@ -85,10 +87,13 @@ def main(argv: list[str]) -> int:
         print(f"step {i + 1} of {steps} for {subject}", flush=True)
         time.sleep(total / steps)
         if should_fail(args) and i == steps // 2:
-            print(f"simulator: {args.noun} {args.verb} failed for {subject}", file=sys.stderr,
-                  flush=True)
+            print(
+                f"simulator: {args.noun} {args.verb} failed for {subject}",
+                file=sys.stderr,
+                flush=True,
+            )
             return 1
-    print(f"::progress 100 Done", flush=True)
+    print("::progress 100 Done", flush=True)
     print(f"Successfully {args.verb}d {args.noun} for {subject}", flush=True)
     return 0
 

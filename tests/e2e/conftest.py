@@ -73,14 +73,16 @@ class Services:
         """An access token of a fresh user with ``role`` (viewer, operator, auditor, admin)."""
         return user_token(self.cc_url, self.admin_token, role)
 
-    def wait_task(self, task_id: str, *, url: str | None = None, timeout: float = 30,
-                  token: str | None = None) -> dict[str, Any]:
+    def wait_task(
+        self, task_id: str, *, url: str | None = None, timeout: float = 30, token: str | None = None
+    ) -> dict[str, Any]:
         """Poll ``GET /tasks/{id}`` until the task is final; returns its document."""
         deadline = time.monotonic() + timeout
         doc: dict[str, Any] = {}
         while time.monotonic() < deadline:
-            resp = requests.get(f"{url or self.orch_url}/tasks/{task_id}",
-                                headers=self.headers(token), timeout=10)
+            resp = requests.get(
+                f"{url or self.orch_url}/tasks/{task_id}", headers=self.headers(token), timeout=10
+            )
             if resp.status_code == 200:
                 doc = resp.json()["data"]
                 if doc["status"] in FINAL:
@@ -109,8 +111,7 @@ def services(stack: Any) -> Iterator[Services]:
         }
         orch = start_orchestrator(stack_env, **orch_env)
         token = str(login(cc.url, ADMIN_USERNAME, ADMIN_PASSWORD)["token"])
-        yield Services(cc=cc, orch=orch, admin_token=token, stack_env=stack_env,
-                       orch_env=orch_env)
+        yield Services(cc=cc, orch=orch, admin_token=token, stack_env=stack_env, orch_env=orch_env)
     finally:
         if orch is not None:
             orch.stop()

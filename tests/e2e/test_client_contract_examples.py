@@ -24,8 +24,11 @@ def live(services: Any) -> harness.LiveServices:
 
 @pytest.fixture(scope="module")
 def token(live: harness.LiveServices) -> str:
-    resp = requests.post(f"{live.control_center_url}/auth/login", timeout=30, json={
-        "username": live.admin_username, "password": live.admin_password})
+    resp = requests.post(
+        f"{live.control_center_url}/auth/login",
+        timeout=30,
+        json={"username": live.admin_username, "password": live.admin_password},
+    )
     assert resp.status_code == 200, resp.text
     return str(resp.json()["data"]["token"])
 
@@ -46,16 +49,18 @@ def test_python_example_against_live_services(live: harness.LiveServices, token:
     _check(harness.run_python_example(live.orchestrator_url, token))
 
 
-def test_javascript_example_against_live_services(live: harness.LiveServices,
-                                                  token: str) -> None:
+def test_javascript_example_against_live_services(live: harness.LiveServices, token: str) -> None:
     _check(harness.run_javascript_example(live.orchestrator_url, token))
 
 
 @pytest.mark.skipif(not harness.CONTRACT.exists(), reason="contract not beside the repository")
-@pytest.mark.parametrize(("file", "start", "end"), [
-    ("python_sdk_example.py", "Python SDK Example\n", "JavaScript/Node.js SDK Example"),
-    ("javascript_sdk_example.js", "JavaScript/Node.js SDK Example\n", "Webhook Integration"),
-])
+@pytest.mark.parametrize(
+    ("file", "start", "end"),
+    [
+        ("python_sdk_example.py", "Python SDK Example\n", "JavaScript/Node.js SDK Example"),
+        ("javascript_sdk_example.js", "JavaScript/Node.js SDK Example\n", "Webhook Integration"),
+    ],
+)
 def test_examples_are_the_contracts_text(file: str, start: str, end: str) -> None:
     """Same lines as the contract, which prints them without indentation."""
     ours = (harness.HERE / file).read_text().splitlines()

@@ -29,6 +29,12 @@ from provisioning_client import (
     ValidationError,
 )
 from tests.e2e.contract_examples import harness
+from tests.support.control_center import (
+    ADMIN_PASSWORD,
+    ADMIN_USERNAME,
+    orchestrator_env,
+    start_control_center,
+)
 
 pytestmark = pytest.mark.e2e
 T = TypeVar("T")
@@ -52,8 +58,9 @@ async def admin(live: harness.LiveServices) -> AsyncIterator[ProvisioningClient]
         yield client
 
 
-async def eventually(fetch: Callable[[], Awaitable[T]], done: Callable[[T], bool],
-                     timeout: float = 30.0) -> T:
+async def eventually(
+    fetch: Callable[[], Awaitable[T]], done: Callable[[T], bool], timeout: float = 30.0
+) -> T:
     deadline = time.monotonic() + timeout
     while True:
         value = await fetch()
@@ -78,8 +85,9 @@ async def test_operational_endpoints(admin: ProvisioningClient) -> None:
         assert str(spec["openapi"]).startswith("3.")
 
 
-async def test_user_mfa_refresh_logout_journey(admin: ProvisioningClient,
-                                               live: harness.LiveServices) -> None:
+async def test_user_mfa_refresh_logout_journey(
+    admin: ProvisioningClient, live: harness.LiveServices
+) -> None:
     username, password = unique("op"), "Operator-passw0rd!"
     user = await admin.create_user(username, f"{username}@example.com", password, ["operator"])
     assert isinstance(user, User)
@@ -106,8 +114,10 @@ async def test_user_mfa_refresh_logout_journey(admin: ProvisioningClient,
         assert refreshed.token != first
         # Automatic refresh: make the token look nearly expired, then just call.
         now = datetime.now(UTC)
-        op.tokens.obtained_at, op.tokens.expires_at = now - timedelta(hours=1), now + timedelta(
-            seconds=5)
+        op.tokens.obtained_at, op.tokens.expires_at = (
+            now - timedelta(hours=1),
+            now + timedelta(seconds=5),
+        )
         assert (await op.me()).username == username
         assert op.token != refreshed.token
 
@@ -138,8 +148,12 @@ async def test_user_mfa_refresh_logout_journey(admin: ProvisioningClient,
 
 async def test_user_pagination_and_validation(admin: ProvisioningClient) -> None:
     prefix = unique("pg")
-    made = [await admin.create_user(f"{prefix}{i}", f"{prefix}{i}@example.com",
-                                    "Auditor-passw0rd!", ["auditor"]) for i in range(5)]
+    made = [
+        await admin.create_user(
+            f"{prefix}{i}", f"{prefix}{i}@example.com", "Auditor-passw0rd!", ["auditor"]
+        )
+        for i in range(5)
+    ]
     page = await admin.list_users(role="auditor", limit=2)
     assert len(page.items) == 2
     assert page.total is not None
@@ -160,8 +174,12 @@ async def test_user_pagination_and_validation(admin: ProvisioningClient) -> None
 async def test_policies(admin: ProvisioningClient) -> None:
     defaults = (await admin.list_policies()).items
     assert defaults
-    rule = {"effect": "Allow", "resource": "servers:*", "action": ["create", "read"],
-            "condition": "user.role == 'admin'"}
+    rule = {
+        "effect": "Allow",
+        "resource": "servers:*",
+        "action": ["create", "read"],
+        "condition": "user.role == 'admin'",
+    }
     policy = await admin.create_policy(unique("policy_"), [rule], "1.0.0")
     assert policy.id
     got = await admin.get_policy(policy.id)
@@ -190,12 +208,13 @@ async def test_audit_logs(admin: ProvisioningClient) -> None:
     assert len(logins) == page.total
     future = datetime.now(UTC) + timedelta(days=1)
     assert (await admin.audit_logs(since=future)).items == []
-    past = (await admin.audit_logs(until=datetime.now(UTC) + timedelta(minutes=1), limit=1))
+    past = await admin.audit_logs(until=datetime.now(UTC) + timedelta(minutes=1), limit=1)
     assert past.items
 
 
-async def test_workflows_tasks_and_errors(admin: ProvisioningClient,
-                                          live: harness.LiveServices) -> None:
+async def test_workflows_tasks_and_errors(
+    admin: ProvisioningClient, live: harness.LiveServices
+) -> None:
     servers = await admin.create_servers("production", "config.k")
     taskserv = await admin.create_taskserv("kubernetes", "production", "config.k")
     cluster = await admin.create_cluster("buildkit", "production", "config.k")
@@ -238,8 +257,9 @@ async def test_workflows_tasks_and_errors(admin: ProvisioningClient,
         with pytest.raises(AuthenticationError):
             await anonymous.get_task(servers)
     viewer_name = unique("viewer")
-    viewer_user = await admin.create_user(viewer_name, f"{viewer_name}@example.com",
-                                          "Viewer-passw0rd!", ["viewer"])
+    viewer_user = await admin.create_user(
+        viewer_name, f"{viewer_name}@example.com", "Viewer-passw0rd!", ["viewer"]
+    )
     async with new_client(live) as viewer:
         await viewer.login(viewer_name, "Viewer-passw0rd!")
         assert (await viewer.get_task(servers)).id == servers
@@ -261,16 +281,30 @@ async def test_batches(admin: ProvisioningClient) -> None:
     assert (await admin.list_batches(limit=1)).items
     with pytest.raises(ConflictError):
         await admin.cancel_batch(batch.batch_id)
-    slow = {**CONTRACT_BATCH, "name": "slow_batch", "operations": [
-        {"id": "slow", "type": "server_batch", "provider": "upcloud", "dependencies": [],
-         "server_configs": [{"name": "web-sleep30", "plan": "1xCPU-2GB", "zone": "de-fra1"}]}]}
+    slow = {
+        **CONTRACT_BATCH,
+        "name": "slow_batch",
+        "operations": [
+            {
+                "id": "slow",
+                "type": "server_batch",
+                "provider": "upcloud",
+                "dependencies": [],
+                "server_configs": [{"name": "web-sleep30", "plan": "1xCPU-2GB", "zone": "de-fra1"}],
+            }
+        ],
+    }
     running = await admin.execute_batch(slow)
     await admin.cancel_batch(running.batch_id)
     cancelled = await eventually(lambda: admin.get_batch(running.batch_id), lambda b: b.finished)
     assert cancelled.status == "Cancelled"
     with pytest.raises(ValidationError):
-        await admin.execute_batch({**CONTRACT_BATCH, "operations": [
-            {**CONTRACT_BATCH["operations"][1], "dependencies": ["nowhere"]}]})
+        await admin.execute_batch(
+            {
+                **CONTRACT_BATCH,
+                "operations": [{**CONTRACT_BATCH["operations"][1], "dependencies": ["nowhere"]}],
+            }
+        )
 
 
 async def test_state_and_webhooks(admin: ProvisioningClient) -> None:
@@ -312,10 +346,74 @@ async def test_checkpoints_rollback_and_restore(
         assert result.rollback_id
         assert (result.success, result.operations_executed) == (True, 5)
         assert await client.restore_checkpoint(checkpoint_id) == (
-            f"State restored from checkpoint {checkpoint_id}")
+            f"State restored from checkpoint {checkpoint_id}"
+        )
         assert (await client.rollback_statistics()).total_checkpoints >= 1
         with pytest.raises(NotFoundError):
             await client.get_checkpoint(str(uuid.uuid4()))
+
+
+async def test_service_endpoints_and_readiness(
+    admin: ProvisioningClient, live: harness.LiveServices
+) -> None:
+    assert (await admin.ready("orchestrator"))["status"] == "Ready"
+    assert (await admin.ready("control_center"))["status"] == "Ready"
+    async with new_client(live) as svc:
+        grant = await svc.service_token(live.service_client_id, live.service_client_secret)
+        assert grant.token_type == "Bearer"
+        svc.use_token(grant.access_token)
+        event_id = unique("sdk-e2e-")
+        event = {
+            "id": event_id,
+            "timestamp": datetime.now(UTC).isoformat(),
+            "user_id": None,
+            "action": "server.create",
+            "resource": f"servers/{event_id}",
+            "result": "success",
+            "details": {"source": "sdk e2e"},
+        }
+        assert (await svc.record_audit_event(event))["duplicate"] is False
+        assert (await svc.record_audit_event(event))["duplicate"] is True
+        # Users may not forge audit records (the service answers 401 "Invalid token type").
+        with pytest.raises((AuthenticationError, PermissionDeniedError)):
+            await admin.record_audit_event(event)
+    found = (await admin.audit_logs(resource=f"servers/{event_id}")).items
+    assert [(e.id, e.action) for e in found] == [(event_id, "server.create")]
+
+    with pytest.raises(NotFoundError):
+        await admin.get_webhook_delivery(str(uuid.uuid4()))
+    with pytest.raises(NotFoundError):
+        await admin.redeliver_webhook(str(uuid.uuid4()))
+
+
+async def test_key_rotation_keeps_tokens_valid(
+    services: Any, start_orchestrator_process: Callable[..., Any]
+) -> None:
+    """On a control center and orchestrator of its own: rotating the signing key on
+    the shared ones would change what every later test of the session runs against."""
+    cc = start_control_center(services.stack_env)
+    try:
+        orch = start_orchestrator_process(
+            **orchestrator_env(cc.url), MONGODB_DATABASE=f"orch_{uuid.uuid4().hex[:12]}"
+        )
+        async with ProvisioningClient(orch.url, cc.url) as admin:
+            await admin.login(ADMIN_USERNAME, ADMIN_PASSWORD)
+            before = {k["kid"] for k in (await admin.jwks())["keys"]}
+            assert (await admin.list_tasks(limit=1)).limit == 1
+            await admin.rotate_signing_key()
+            after = {k["kid"] for k in (await admin.jwks())["keys"]}
+            assert before < after
+            assert (await admin.me()).username == ADMIN_USERNAME
+            assert (await admin.list_tasks(limit=1)).limit == 1
+            # The orchestrator refetches the JWKS on an unknown kid at most every 2 s
+            # (remote_auth.JwksCache.min_refresh_interval) and fetched it just now, so a
+            # token of the new key is presented after that interval.
+            await asyncio.sleep(2.5)
+            async with ProvisioningClient(orch.url, cc.url) as fresh:
+                await fresh.login(ADMIN_USERNAME, ADMIN_PASSWORD)
+                assert (await fresh.list_tasks(limit=1)).limit == 1
+    finally:
+        cc.stop()
 
 
 async def test_event_stream_reconnects_with_since(admin: ProvisioningClient) -> None:
@@ -341,8 +439,7 @@ async def test_event_stream_reconnects_with_since(admin: ProvisioningClient) -> 
         await stream.drop_connection()
         second = await admin.create_servers("events-two", "config.k")
         await eventually(lambda: admin.get_task(second), lambda t: t.finished)
-        await asyncio.wait_for(
-            consume(lambda: "completed" in statuses.get(second, ())), 30)
+        await asyncio.wait_for(consume(lambda: "completed" in statuses.get(second, ())), 30)
     assert stream.reconnects >= 1
     assert len(seen) == len(set(seen))
     assert {"running", "completed"} <= statuses[second]

@@ -15,11 +15,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
+import sys
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -45,6 +48,8 @@ REVOCATION_BOUND_SECONDS = 30.0
 TIMEOUT = 10
 # Generous: a loaded 2-core machine runs the simulator ~1-3 tasks/s per replica.
 TASKS_TIMEOUT = 600.0
+# No task became final for this long: something is stuck, fail now.
+STALL_SECONDS = 60.0
 
 
 @dataclass
@@ -84,6 +89,9 @@ def replicas(stack: Any) -> Iterator[Replicas]:
             # One long window: the count cannot roll over in the middle of the test.
             "RATE_LIMIT_WINDOW_SECONDS": "3600",
             "LOG_LEVEL": "WARNING",
+            # The simulator's `#!/usr/bin/env python3` finds this interpreter directly
+            # (not a version-manager shim that costs a shell per task).
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         }
         orch_a = start_orchestrator(stack_env, **{**orchestrator_env(cc1.url), **orch_env})
         started.append(orch_a)
@@ -220,10 +228,13 @@ def _submit_all(replicas: Replicas) -> list[str]:
 
 
 def _all_final(replicas: Replicas, ids: list[str], timeout: float) -> dict[str, dict[str, Any]]:
+    """Every task's document once all are final; fails early when nothing moves."""
     wanted = set(ids)
     deadline = time.monotonic() + timeout
     seen: dict[str, dict[str, Any]] = {}
-    while time.monotonic() < deadline:
+    final = 0
+    progressed = time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - progressed < STALL_SECONDS:
         resp = requests.get(
             f"{replicas.orch_b.url}/tasks",
             params={"limit": "1000"},
@@ -232,12 +243,14 @@ def _all_final(replicas: Replicas, ids: list[str], timeout: float) -> dict[str, 
         )
         assert resp.status_code == 200
         seen = {t["id"]: t for t in resp.json()["data"] if t["id"] in wanted}
-        if len(seen) == len(wanted) and all(
-            t["status"] in ("Completed", "Failed", "Cancelled") for t in seen.values()
-        ):
+        now_final = sum(t["status"] in ("Completed", "Failed", "Cancelled") for t in seen.values())
+        if now_final > final:
+            final, progressed = now_final, time.monotonic()
+        if len(seen) == len(wanted) and now_final == len(wanted):
             return seen
         time.sleep(0.25)
-    raise AssertionError(f"{sum(t['status'] == 'Completed' for t in seen.values())} of {TASKS}")
+    stuck = {t["id"]: t["status"] for t in seen.values() if t["status"] not in ("Completed",)}
+    raise AssertionError(f"{final} of {TASKS} final; not final: {stuck}")
 
 
 @pytest.mark.timeout(900)

@@ -19,17 +19,38 @@ pytestmark = pytest.mark.e2e
 
 BODIES = {
     "servers": {"infra": "production", "settings": "config.k", "check_mode": False, "wait": True},
-    "taskserv": {"operation": "create", "taskserv": "kubernetes", "infra": "production",
-                 "settings": "config.k", "check_mode": False, "wait": True},
-    "cluster": {"operation": "create", "cluster_type": "buildkit", "infra": "production",
-                "settings": "config.k", "check_mode": True, "wait": False},
+    "taskserv": {
+        "operation": "create",
+        "taskserv": "kubernetes",
+        "infra": "production",
+        "settings": "config.k",
+        "check_mode": False,
+        "wait": True,
+    },
+    "cluster": {
+        "operation": "create",
+        "cluster_type": "buildkit",
+        "infra": "production",
+        "settings": "config.k",
+        "check_mode": True,
+        "wait": False,
+    },
 }
 
 
-def submit(services: Services, kind: str, body: dict[str, Any], token: str | None = None,
-           headers: dict[str, str] | None = None) -> requests.Response:
-    return requests.post(f"{services.orch_url}/workflows/{kind}/create", json=body,
-                         headers={**services.headers(token), **(headers or {})}, timeout=10)
+def submit(
+    services: Services,
+    kind: str,
+    body: dict[str, Any],
+    token: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> requests.Response:
+    return requests.post(
+        f"{services.orch_url}/workflows/{kind}/create",
+        json=body,
+        headers={**services.headers(token), **(headers or {})},
+        timeout=10,
+    )
 
 
 async def collect(url: str, until: set[str], timeout: float = 30) -> list[dict[str, Any]]:
@@ -45,7 +66,9 @@ async def collect(url: str, until: set[str], timeout: float = 30) -> list[dict[s
             event = json.loads(msg.data)
             seen.append(event)
             if event["event_type"] == "TaskStatusChanged" and event["data"]["status"] in (
-                "completed", "failed", "cancelled"
+                "completed",
+                "failed",
+                "cancelled",
             ):
                 remaining.discard(event["data"]["task_id"])
     return seen
@@ -60,7 +83,8 @@ def test_contract_flow_three_workflows_over_http_and_ws(services: Services) -> N
                 resp = await asyncio.to_thread(submit, services, kind, body)
                 assert resp.status_code == 200, resp.text
                 payload = resp.json()
-                assert payload["success"] is True and isinstance(payload["data"], str)
+                assert payload["success"] is True
+                assert isinstance(payload["data"], str)
                 ids.append(payload["data"])
             events: list[dict[str, Any]] = []
             finals: set[str] = set()
@@ -86,36 +110,63 @@ def test_contract_flow_three_workflows_over_http_and_ws(services: Services) -> N
     cli = services.orch_env.get("PROVISIONING_CLI") or ""
     expected = {
         ids[0]: ("servers create", ["--infra", "production", "--settings", "config.k", "--wait"]),
-        ids[1]: ("taskserv create", ["kubernetes", "--infra", "production", "--settings",
-                                     "config.k", "--wait"]),
-        ids[2]: ("cluster create", ["buildkit", "--infra", "production", "--settings",
-                                    "config.k", "--check"]),
+        ids[1]: (
+            "taskserv create",
+            ["kubernetes", "--infra", "production", "--settings", "config.k", "--wait"],
+        ),
+        ids[2]: (
+            "cluster create",
+            ["buildkit", "--infra", "production", "--settings", "config.k", "--check"],
+        ),
     }
     for task_id, (command, args) in expected.items():
-        resp = requests.get(f"{services.orch_url}/tasks/{task_id}", headers=services.headers(),
-                            timeout=10)
+        resp = requests.get(
+            f"{services.orch_url}/tasks/{task_id}", headers=services.headers(), timeout=10
+        )
         assert resp.status_code == 200
         task = resp.json()["data"]
         assert task["status"] == "Completed"
-        assert task["command"].endswith(command) and task["command"].startswith(cli)
+        assert task["command"].endswith(command)
+        assert task["command"].startswith(cli)
         assert task["args"] == args
         assert "Successfully created" in task["output"]
-        assert task["error"] is None and task["progress"] == 100.0
+        assert task["error"] is None
+        assert task["progress"] == 100.0
         assert task["created_at"] <= task["started_at"] <= task["completed_at"]
-        assert set(task) >= {"id", "name", "command", "args", "dependencies", "status",
-                             "created_at", "started_at", "completed_at", "output", "error",
-                             "progress", "current_step", "attempts"}
+        assert set(task) >= {
+            "id",
+            "name",
+            "command",
+            "args",
+            "dependencies",
+            "status",
+            "created_at",
+            "started_at",
+            "completed_at",
+            "output",
+            "error",
+            "progress",
+            "current_step",
+            "attempts",
+        }
     # The list: newest first, pagination headers, status filter.
-    resp = requests.get(f"{services.orch_url}/tasks", params={"limit": 2, "status": "Completed"},
-                        headers=services.headers(), timeout=10)
+    resp = requests.get(
+        f"{services.orch_url}/tasks",
+        params={"limit": "2", "status": "Completed"},
+        headers=services.headers(),
+        timeout=10,
+    )
     assert resp.status_code == 200
-    assert resp.headers["X-Limit"] == "2" and resp.headers["X-Offset"] == "0"
-    assert int(resp.headers["X-Total-Count"]) >= 3 and 'rel="next"' in resp.headers["Link"]
+    assert resp.headers["X-Limit"] == "2"
+    assert resp.headers["X-Offset"] == "0"
+    assert int(resp.headers["X-Total-Count"]) >= 3
+    assert 'rel="next"' in resp.headers["Link"]
     assert "X-RateLimit-Limit" in resp.headers
     listed = resp.json()["data"]
     assert [t["id"] for t in listed] == [ids[2], ids[1]]
-    attempts = requests.get(f"{services.orch_url}/tasks/{ids[0]}/attempts",
-                            headers=services.headers(), timeout=10).json()["data"]
+    attempts = requests.get(
+        f"{services.orch_url}/tasks/{ids[0]}/attempts", headers=services.headers(), timeout=10
+    ).json()["data"]
     assert [a["status"] for a in attempts] == ["Completed"]
     assert attempts[0]["id"] == f"{ids[0]}:1"
 
@@ -145,16 +196,19 @@ def test_cancel_running_task_leaves_no_process(services: Services) -> None:
     while time.monotonic() < deadline and not _processes_with(marker):
         time.sleep(0.05)
     assert _processes_with(marker), "the CLI never started"
-    resp = requests.post(f"{services.orch_url}/tasks/{task_id}/cancel",
-                         headers=services.headers(), timeout=10)
-    assert resp.status_code == 200 and resp.json()["success"] is True
+    resp = requests.post(
+        f"{services.orch_url}/tasks/{task_id}/cancel", headers=services.headers(), timeout=10
+    )
+    assert resp.status_code == 200
+    assert resp.json()["success"] is True
     task = services.wait_task(task_id, timeout=10)
     assert task["status"] == "Cancelled"
     assert _processes_with(marker) == []
-    again = requests.post(f"{services.orch_url}/tasks/{task_id}/cancel",
-                          headers=services.headers(), timeout=10)
-    assert again.status_code == 409 and again.json() == {
-        "success": False, "error": "Task has already finished"}
+    again = requests.post(
+        f"{services.orch_url}/tasks/{task_id}/cancel", headers=services.headers(), timeout=10
+    )
+    assert again.status_code == 409
+    assert again.json() == {"success": False, "error": "Task has already finished"}
 
 
 def test_idempotency_key(services: Services) -> None:
@@ -165,6 +219,9 @@ def test_idempotency_key(services: Services) -> None:
     assert first.status_code == second.status_code == 200
     assert first.json()["data"] == second.json()["data"]
     other = submit(services, "servers", {**body, "wait": True}, headers=key)
-    assert other.status_code == 409 and other.json()["success"] is False
-    fresh = submit(services, "servers", body, headers={"Idempotency-Key": key["Idempotency-Key"] + "x"})
+    assert other.status_code == 409
+    assert other.json()["success"] is False
+    fresh = submit(
+        services, "servers", body, headers={"Idempotency-Key": key["Idempotency-Key"] + "x"}
+    )
     assert fresh.json()["data"] != first.json()["data"]

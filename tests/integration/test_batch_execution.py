@@ -26,7 +26,7 @@ from orchestrator.events import EventPublisher, EventRepository
 from orchestrator.rollback.repository import RollbackRepository
 from orchestrator.rollback.service import RollbackContext
 from orchestrator.state.repository import SnapshotRepository
-from provisioning_common.events import EventBus
+from provisioning_common.events import EVENTS_CHANNEL, EventBus
 from provisioning_common.validation import validate
 from tests.unit.test_batch_model import CONTRACT_BATCH
 
@@ -100,7 +100,7 @@ class Harness:
 async def make_harness(
     db: AsyncDatabase[dict[str, Any]], redis: Redis, workdir: Path, *,
     env: Mapping[str, str] | None = None, cli: str | None = None, concurrency: int = 16,
-    poll: float = 0.05, interval: float = 0.2,
+    poll: float = 0.05, interval: float = 0.2, orphan_after: float = 2.0,
 ) -> tuple[Harness, list[Any]]:
     log = workdir / "sim.log"
     sim = cli or str(write_simulator(workdir))
@@ -116,7 +116,7 @@ async def make_harness(
         await r.ensure_indexes()
     ctx = BatchContext(repo=repo, snapshots=snapshots, ledger=ledger, engine=engine,
                        publisher=publisher, cli=sim, worker_id=engine.worker_id,
-                       orphan_after_seconds=2.0)
+                       orphan_after_seconds=orphan_after)
     coordinator = BatchCoordinator(ctx, interval)
     engine.add_final_listener(coordinator.on_task_final)
     await engine.start()
@@ -143,9 +143,28 @@ async def events_of(db: AsyncDatabase[dict[str, Any]], kind: str) -> list[dict[s
     return [d async for d in db["events"].find({"event_type": kind}).sort("_id", 1)]
 
 
-async def test_contract_batch_completes_in_dependency_order(harness: Harness) -> None:
+async def test_contract_batch_completes_in_dependency_order(
+    harness: Harness, redis_client: Redis
+) -> None:
+    pubsub = redis_client.pubsub(ignore_subscribe_messages=True)
+    await pubsub.subscribe(EVENTS_CHANNEL)
     batch_id = await harness.submit(CONTRACT_BATCH)
     doc = await harness.wait(batch_id)
+    heard: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        msg = await pubsub.get_message(timeout=0.2)
+        if msg is not None:
+            heard.append(json.loads(msg["data"]))
+        elif any(e["data"].get("status") == "completed" and e["event_type"] ==
+                 "BatchStatusChanged" for e in heard):
+            break
+    await pubsub.unsubscribe()
+    await pubsub.aclose()
+    batch_events = [e for e in heard if e["event_type"] == "BatchStatusChanged"]
+    assert [e["data"] for e in batch_events][-1] == {"batch_id": batch_id, "status": "completed"}
+    assert set(batch_events[-1]) == {"id", "event_type", "timestamp", "data", "metadata"}
+    assert any(e["event_type"] == "BatchProgress" for e in heard)
     assert doc["status"] == "Completed"
     assert [op["status"] for op in doc["operations"]] == ["Completed", "Completed"]
     assert all(op["progress"] == 100.0 for op in doc["operations"])
@@ -263,10 +282,90 @@ async def test_cancel_mid_batch(
         doc = await h.wait(batch_id, timeout=20)
         assert doc["status"] == "Cancelled"
         assert {op["status"] for op in doc["operations"]} == {"Cancelled"}
+        await h.cancel(batch_id)  # still harmless once Cancelled
         from provisioning_common.errors import Conflict
 
-        with pytest.raises(Conflict):
-            await h.cancel(batch_id)
+        done = await h.submit({**CONTRACT_BATCH, "name": "finished"})
+        await h.wait(done, timeout=30)
+        with pytest.raises(Conflict):  # a batch that finished on its own
+            await h.cancel(done)
     finally:
         for s in stoppables:
+            await s.stop()
+
+
+async def test_submitter_crash_recovered_by_coordinator(harness: Harness) -> None:
+    """A batch stored without its tasks (the submitting replica died) gets them
+    created by the coordinator and completes."""
+    from orchestrator.batches.model import Operation
+    from orchestrator.batches.service import new_batch
+    from provisioning_common.timeutil import utcnow
+
+    data = validate(BatchSubmissionSchema(), dict(CONTRACT_BATCH))
+    ops = [Operation.from_dict(o) for o in data["operations"]]
+    doc, _ = new_batch(data, ops, "crashed-batch", "tester", utcnow())
+    await harness.batch.repo.insert(doc)
+    finished = await harness.wait("crashed-batch", timeout=40)
+    assert finished["status"] == "Completed"
+    assert len(read_log(harness.log)) == 5
+
+
+async def test_two_coordinators_decide_once(
+    mongo_db: AsyncDatabase[dict[str, Any]], redis_client: Redis, tmp_path: Path
+) -> None:
+    """Two replicas (engine + coordinator each) on one database: every task runs
+    once and each status change / rollback is announced once."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a, stop_a = await make_harness(mongo_db, redis_client, tmp_path / "a",
+                                   env={"PROVISIONING_SIM_FAIL": "boom"})
+    b, stop_b = await make_harness(mongo_db, redis_client, tmp_path / "b",
+                                   env={"PROVISIONING_SIM_FAIL": "boom"},
+                                   cli=a.batch.cli)
+    try:
+        batch_id = await a.submit(FAILING_BATCH)
+        b.coordinator.poke(batch_id)
+        doc = await b.wait(batch_id, until_rollback=True, timeout=60)
+        assert doc["status"] == "Failed"
+        assert doc["rolled_back"] is True
+        for kind in ("RollbackStarted", "RollbackCompleted"):
+            assert len(await events_of(mongo_db, kind)) == 1
+        changed = [e["data"]["status"] for e in await events_of(mongo_db, "BatchStatusChanged")]
+        assert changed == ["pending", "running", "failed"]
+        runs = await mongo_db["tasks"].count_documents({"batch_id": batch_id})
+        attempts = await mongo_db["task_attempts"].count_documents({})
+        assert runs == 8  # 5 run tasks + 3 compensations
+        assert attempts == runs - 1  # the dependent of the failure never started
+    finally:
+        for s in [*stop_a, *stop_b]:
+            await s.stop()
+
+
+async def test_parallel_limit_holds_across_replicas(
+    mongo_db: AsyncDatabase[dict[str, Any]], redis_client: Redis, tmp_path: Path
+) -> None:
+    env = {"PROVISIONING_SIM_SLEEP": "0.3"}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a, stop_a = await make_harness(mongo_db, redis_client, tmp_path / "a", env=env)
+    b, stop_b = await make_harness(mongo_db, redis_client, tmp_path / "b", env=env,
+                                   cli=a.batch.cli)
+    try:
+        body = {"name": "spread", "version": "1.0.0", "parallel_limit": 2, "operations": [{
+            "id": "many", "type": "taskserv_batch", "provider": "aws",
+            "taskservs": [f"ts{i}" for i in range(10)]}]}
+        batch_id = await a.submit(body)
+        assert (await a.wait(batch_id, timeout=60))["status"] == "Completed"
+        calls = read_log(a.log) + read_log(b.log)
+        assert len(calls) == 10
+        assert read_log(a.log)
+        assert read_log(b.log)  # both replicas ran some
+        points = sorted([(c["start"], 1) for c in calls] + [(c["end"], -1) for c in calls])
+        running = peak = 0
+        for _, delta in points:
+            running += delta
+            peak = max(peak, running)
+        assert peak <= 2
+    finally:
+        for s in [*stop_a, *stop_b]:
             await s.stop()

@@ -139,3 +139,61 @@ def test_service_under_the_prefix_healthchecked_and_drained_by_sigterm(
     code = service.proc.wait(GRACE_SECONDS + 10)
     assert code == 0, service.tail()
     assert time.monotonic() - started_at < GRACE_SECONDS + 5
+
+
+def test_the_gateway_layout_end_to_end(stack: Any, started: list[Prefixed]) -> None:
+    """Both services under their Ingress prefixes; the orchestrator reaches the control
+    center through a CONTROL_CENTER_URL with a path, as in deploy/k8s."""
+    cc_prefix, orch_prefix = SERVICES["control_center"][0], SERVICES["orchestrator"][0]
+    cc = Prefixed("control_center", env_for(stack, "control_center", cc_prefix))
+    started.append(cc)
+    cc.start(cc_prefix)
+    orch_env = {
+        **env_for(stack, "orchestrator", orch_prefix),
+        "CONTROL_CENTER_URL": f"{cc.url}{cc_prefix}",
+        "PROVISIONING_CLI": str(ROOT / "deploy/local/provisioning_simulator.py"),
+        "PROVISIONING_SIM_DURATION": "0",
+        "ENGINE_POLL_SECONDS": "0.1",
+    }
+    orch = Prefixed("orchestrator", orch_env)
+    started.append(orch)
+    orch.start(orch_prefix)
+
+    login = requests.post(
+        f"{cc.url}{cc_prefix}/auth/login",
+        json={"username": "admin", "password": "deploy-test-admin-password"},
+        timeout=10,
+    )
+    assert login.status_code == 200, login.text
+    headers = {"Authorization": f"Bearer {login.json()['data']['token']}"}
+    submitted = requests.post(
+        f"{orch.url}{orch_prefix}/workflows/servers/create",
+        json={"infra": "gateway", "settings": "c.k"},
+        headers=headers,
+        timeout=10,
+    )
+    assert submitted.status_code == 200, submitted.text
+    task_id = submitted.json()["data"]
+    deadline = time.monotonic() + 30
+    status = ""
+    while time.monotonic() < deadline and status != "Completed":
+        resp = requests.get(f"{orch.url}{orch_prefix}/tasks/{task_id}", headers=headers, timeout=10)
+        assert resp.status_code == 200, resp.text
+        status = resp.json()["data"]["status"]
+        time.sleep(0.1)
+    assert status == "Completed"
+    requests.post(
+        f"{orch.url}{orch_prefix}/workflows/servers/create",
+        json={"infra": "gateway-2", "settings": "c.k"},
+        headers=headers,
+        timeout=10,
+    ).raise_for_status()
+    listed = requests.get(
+        f"{orch.url}{orch_prefix}/tasks", params={"limit": "1"}, headers=headers, timeout=10
+    )
+    assert listed.status_code == 200
+    # Links point at the public path; rate-limit headers survive the prefix mount.
+    assert listed.headers["Link"].startswith(f"<{orch_prefix}/tasks?")
+    assert "X-RateLimit-Limit" in listed.headers
+    # Unprefixed paths are not served: nothing bypasses the gateway's routing.
+    assert requests.get(f"{orch.url}/tasks", headers=headers, timeout=10).status_code == 404

@@ -21,12 +21,21 @@ from provisioning_common.events import EventBus
 from tests.support.orchestrator import SIMULATOR
 
 FAST = EngineSettings(
-    cli=str(SIMULATOR), poll_seconds=0.05, lease_seconds=2.0, heartbeat_seconds=0.5,
-    kill_grace_seconds=1.0, shutdown_grace_seconds=0.5, concurrency=8,
+    cli=str(SIMULATOR),
+    poll_seconds=0.05,
+    lease_seconds=2.0,
+    heartbeat_seconds=0.5,
+    kill_grace_seconds=1.0,
+    shutdown_grace_seconds=0.5,
+    concurrency=8,
     env_prefixes=("PROVISIONING_SIM_",),
 )
-ENV = {"PATH": os.environ["PATH"], "PROVISIONING_SIM_DURATION": "0.05",
-       "PROVISIONING_SIM_STEPS": "2", "MONGODB_URL": "mongodb://secret@x"}
+ENV = {
+    "PATH": os.environ["PATH"],
+    "PROVISIONING_SIM_DURATION": "0.05",
+    "PROVISIONING_SIM_STEPS": "2",
+    "MONGODB_URL": "mongodb://secret@x",
+}
 
 
 @pytest.fixture
@@ -49,8 +58,12 @@ async def make_engine(
 
 
 def spec(name: str = "prod", verb: str = "create", **kw: Any) -> TaskSpec:
-    return TaskSpec(name=f"{verb}_servers", subcommand=("servers", verb),
-                    args=("--infra", name, "--settings", "c.k"), **kw)
+    return TaskSpec(
+        name=f"{verb}_servers",
+        subcommand=("servers", verb),
+        args=("--infra", name, "--settings", "c.k"),
+        **kw,
+    )
 
 
 async def wait_final(engine: Engine, task_id: str, timeout: float = 20) -> dict[str, Any]:
@@ -95,12 +108,14 @@ async def test_task_completes_with_output_progress_events_and_attempt(
     assert doc["args"] == ["--infra", "prod", "--settings", "c.k"]
     assert "Successfully created servers" in doc["output"]
     assert "::progress" not in doc["output"]
-    assert doc["progress"] == 100.0 and doc["attempts"] == 1
+    assert doc["progress"] == 100.0
+    assert doc["attempts"] == 1
     assert doc["started_at"] <= doc["completed_at"]
     assert doc["compensation"] == {"subcommand": ["servers", "delete"], "args": []}
     attempts = await engine.store.attempts(task_id)
     assert [a["status"] for a in attempts] == ["Completed"]
-    assert attempts[0]["_id"] == f"{task_id}:1" and attempts[0]["exit_code"] == 0
+    assert attempts[0]["_id"] == f"{task_id}:1"
+    assert attempts[0]["exit_code"] == 0
     events = [e async for e in mongo_db["events"].find({"data.task_id": task_id}).sort("_id", 1)]
     statuses = [e["data"]["status"] for e in events if e["event_type"] == "TaskStatusChanged"]
     assert statuses == ["pending", "running", "completed"]
@@ -134,7 +149,8 @@ async def test_cancel_running_task_leaves_no_process(make_engine: Callable[..., 
     assert processes_with(marker)
     assert await engine.cancel(task_id) == "requested"
     doc = await wait_final(engine, task_id, timeout=5)
-    assert doc["status"] == "Cancelled" and doc["error"] == "Cancelled by user"
+    assert doc["status"] == "Cancelled"
+    assert doc["error"] == "Cancelled by user"
     assert processes_with(marker) == []
     assert await engine.cancel(task_id) == "final"
     assert await engine.cancel("0" * 8 + "-0000-0000-0000-" + "0" * 12) == "not_found"
@@ -145,7 +161,8 @@ async def test_cancel_pending_task_is_immediate(make_engine: Callable[..., Any])
     task_id = await engine.create_task(spec())
     assert await engine.cancel(task_id) == "cancelled"
     doc = await engine.store.get(task_id)
-    assert doc is not None and doc["status"] == "Cancelled"
+    assert doc is not None
+    assert doc["status"] == "Cancelled"
     assert await engine.store.attempts(task_id) == []
 
 
@@ -153,7 +170,8 @@ async def test_timeout_kills_the_process_group(make_engine: Callable[..., Any]) 
     engine = await make_engine(kill_grace_seconds=0.2)
     marker = f"timeout-sleep30-{time.monotonic_ns()}"
     doc = await wait_final(engine, await engine.create_task(spec(marker, timeout_seconds=0.5)))
-    assert doc["status"] == "Failed" and doc["error"] == "Timed out after 0.5 seconds"
+    assert doc["status"] == "Failed"
+    assert doc["error"] == "Timed out after 0.5 seconds"
     assert processes_with(marker) == []
     attempts = await engine.store.attempts(doc["_id"])
     assert attempts[0]["status"] == "TimedOut"
@@ -162,15 +180,18 @@ async def test_timeout_kills_the_process_group(make_engine: Callable[..., Any]) 
 async def test_dependencies_gate_and_cascade(make_engine: Callable[..., Any]) -> None:
     engine = await make_engine()
     ok_id, bad_id = "10000000-0000-4000-8000-000000000001", "10000000-0000-4000-8000-000000000002"
-    ids = await engine.create_tasks([
-        spec("after-ok", dependencies=(ok_id,)),
-        spec("after-bad", dependencies=(bad_id,)),
-        spec("first", task_id=ok_id),
-        spec("first-fail", task_id=bad_id),
-    ])
+    ids = await engine.create_tasks(
+        [
+            spec("after-ok", dependencies=(ok_id,)),
+            spec("after-bad", dependencies=(bad_id,)),
+            spec("first", task_id=ok_id),
+            spec("first-fail", task_id=bad_id),
+        ]
+    )
     after_ok, after_bad = await wait_final(engine, ids[0]), await wait_final(engine, ids[1])
     first = await engine.store.get(ok_id)
-    assert after_ok["status"] == "Completed" and first is not None
+    assert after_ok["status"] == "Completed"
+    assert first is not None
     assert after_ok["started_at"] >= first["completed_at"]
     assert after_bad["status"] == "Cancelled"
     assert after_bad["error"] == f"Dependency {bad_id} Failed"
@@ -180,9 +201,9 @@ async def test_dependencies_gate_and_cascade(make_engine: Callable[..., Any]) ->
 async def test_concurrency_group_limits_running_tasks(make_engine: Callable[..., Any]) -> None:
     engine = await make_engine(environ={**ENV, "PROVISIONING_SIM_DURATION": "0.3"})
     other = await make_engine(environ={**ENV, "PROVISIONING_SIM_DURATION": "0.3"})
-    ids = await engine.create_tasks([
-        spec(f"grp-{i}", concurrency_key="batch:x", concurrency_limit=2) for i in range(6)
-    ])
+    ids = await engine.create_tasks(
+        [spec(f"grp-{i}", concurrency_key="batch:x", concurrency_limit=2) for i in range(6)]
+    )
     for task_id in ids:
         assert (await wait_final(engine, task_id))["status"] == "Completed"
     spans = []
@@ -203,7 +224,8 @@ async def test_output_cap_keeps_tail(tmp_path: Path, make_engine: Callable[..., 
     doc = await wait_final(engine, await engine.create_task(spec()))
     assert doc["status"] == "Completed"
     assert doc["output"].endswith("line-3000\n")
-    assert "truncated" in doc["output"] and "line-1\n" not in doc["output"]
+    assert "truncated" in doc["output"]
+    assert "line-1\n" not in doc["output"]
     assert len(doc["output"]) < 1200
 
 
@@ -234,7 +256,8 @@ async def test_graceful_shutdown_hands_back_then_another_replica_finishes(
     await wait_status(first, task_id, "Running")
     await first.stop()
     doc = await first.store.get(task_id)
-    assert doc is not None and doc["status"] == "Pending"
+    assert doc is not None
+    assert doc["status"] == "Pending"
     second = await make_engine()
     doc = await wait_final(second, task_id, timeout=20)
     assert doc["status"] == "Completed"
@@ -257,7 +280,9 @@ async def test_lease_takeover_after_owner_stops_heartbeating(
     owner._loops = []
     survivor = await make_engine(lease_seconds=1.0, heartbeat_seconds=0.3)
     doc = await wait_final(survivor, task_id, timeout=20)
-    assert doc["status"] == "Completed" and doc["attempts"] == 2
+    assert doc["status"] == "Completed"
+    assert doc["attempts"] == 2
     first, second = await survivor.store.attempts(task_id)
-    assert first["status"] == "Lost" and second["status"] == "Completed"
+    assert first["status"] == "Lost"
+    assert second["status"] == "Completed"
     assert first["ended_at"] <= second["started_at"]

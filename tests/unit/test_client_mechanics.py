@@ -36,8 +36,7 @@ def ok(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> w
 
 
 def fail(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response({"success": False, "error": message}, status=status,
-                             headers=headers)
+    return web.json_response({"success": False, "error": message}, status=status, headers=headers)
 
 
 def iso(delta: float) -> str:
@@ -54,24 +53,43 @@ class Fake:
     ws_since: list[str | None] = field(default_factory=list)
     ws_auth: list[str] = field(default_factory=list)
     link_mode: bool = True
+    foreign_links: bool = False
     tokens_issued: int = 0
 
     def session(self, refresh: bool = True) -> dict[str, Any]:
         self.tokens_issued += 1
-        data: dict[str, Any] = {"token": f"access-{self.tokens_issued}",
-                                "expires_at": iso(self.lifetime)}
+        data: dict[str, Any] = {
+            "token": f"access-{self.tokens_issued}",
+            "expires_at": iso(self.lifetime),
+        }
         if refresh:
             data["refresh_token"] = f"refresh-{self.tokens_issued}"
             data["refresh_expires_at"] = iso(3600)
         return data
 
 
-TASKS = [{"id": f"t{i}", "name": "create_servers", "status": "Completed",
-          "created_at": "2025-09-26T10:00:00Z", "args": [], "dependencies": []}
-         for i in range(7)]
+TASKS = [
+    {
+        "id": f"t{i}",
+        "name": "create_servers",
+        "status": "Completed",
+        "created_at": "2025-09-26T10:00:00Z",
+        "args": [],
+        "dependencies": [],
+    }
+    for i in range(7)
+]
 
-EVENTS = [{"id": f"e{i}", "event_type": "TaskStatusChanged", "timestamp": "2025-09-26T10:00:00Z",
-           "data": {"task_id": "t1", "status": "running"}, "metadata": {}} for i in range(5)]
+EVENTS = [
+    {
+        "id": f"e{i}",
+        "event_type": "TaskStatusChanged",
+        "timestamp": "2025-09-26T10:00:00Z",
+        "data": {"task_id": "t1", "status": "running"},
+        "metadata": {},
+    }
+    for i in range(5)
+]
 
 
 def build_app(fake: Fake) -> web.Application:
@@ -84,12 +102,24 @@ def build_app(fake: Fake) -> web.Application:
             return fail(401, "Invalid username or password")
         if body["username"] == "mfa-user" and body.get("mfa_code") != "123456":
             return fail(401, "MFA code required")
-        return ok({**fake.session(), "user": {"id": "u1", "username": body["username"],
-                                               "email": "a@example.com", "roles": ["admin"]}})
+        return ok(
+            {
+                **fake.session(),
+                "user": {
+                    "id": "u1",
+                    "username": body["username"],
+                    "email": "a@example.com",
+                    "roles": ["admin"],
+                },
+            }
+        )
 
     @routes.post("/auth/refresh")
     async def refresh(request: web.Request) -> web.Response:
-        fake.refresh_bodies.append(await request.json())
+        body = await request.json()
+        fake.refresh_bodies.append(body)
+        if body["token"] == "revoked":
+            return fail(401, "Token has been revoked")
         await asyncio.sleep(0.05)  # widen the window for concurrent callers
         return ok(fake.session())
 
@@ -97,11 +127,12 @@ def build_app(fake: Fake) -> web.Application:
     async def tasks(request: web.Request) -> web.Response:
         fake.auth_headers.append(request.headers.get("Authorization", ""))
         limit, offset = int(request.query["limit"]), int(request.query["offset"])
-        page = TASKS[offset:offset + limit]
-        headers = {"X-Total-Count": str(len(TASKS)), "X-Limit": str(limit),
-                   "X-Offset": str(offset)}
+        page = TASKS[offset : offset + limit]
+        headers = {"X-Total-Count": str(len(TASKS)), "X-Limit": str(limit), "X-Offset": str(offset)}
         if fake.link_mode and offset + limit < len(TASKS):
             headers["Link"] = f'</tasks?offset={offset + limit}&limit={limit}>; rel="next"'
+        if fake.foreign_links:
+            headers["Link"] = '<http://198.51.100.7/steal?offset=0>; rel="next"'
         return ok(page, headers=headers)
 
     @routes.get("/tasks/{id}")
@@ -113,8 +144,9 @@ def build_app(fake: Fake) -> web.Application:
             headers = {"Retry-After": "7"} if status == 429 else None
             return fail(status, f"canned {status}", headers)
         if task_id == "html":
-            return web.Response(status=502, text="<html>bad gateway</html>",
-                                content_type="text/html")
+            return web.Response(
+                status=502, text="<html>bad gateway</html>", content_type="text/html"
+            )
         if task_id == "notenvelope":
             return web.json_response({"id": "x"})
         return ok({**TASKS[1], "id": task_id, "progress": 50, "surprise": "kept"})
@@ -196,8 +228,14 @@ async def test_login_with_mfa_and_typed_session(client: ProvisioningClient) -> N
 
 @pytest.mark.parametrize(
     ("status", "exc_type"),
-    [(404, NotFoundError), (409, ConflictError), (422, ValidationError), (429, RateLimitError),
-     (500, ServerError), (401, AuthenticationError)],
+    [
+        (404, NotFoundError),
+        (409, ConflictError),
+        (422, ValidationError),
+        (429, RateLimitError),
+        (500, ServerError),
+        (401, AuthenticationError),
+    ],
 )
 async def test_error_mapping(client: ProvisioningClient, status: int, exc_type: type) -> None:
     await client.login("admin", "pw")
@@ -220,8 +258,9 @@ async def test_non_envelope_answers_and_unreachable(fake: Fake) -> None:
         task = await client.get_task("abc")
         assert task.progress == 50.0
         assert task.extra == {"surprise": "kept"}
-    async with ProvisioningClient("http://127.0.0.1:9", "http://127.0.0.1:9",
-                                  token="x", timeout=3) as client:
+    async with ProvisioningClient(
+        "http://127.0.0.1:9", "http://127.0.0.1:9", token="x", timeout=3
+    ) as client:
         with pytest.raises(TransportError):
             await client.get_task("abc")
 
@@ -234,8 +273,7 @@ async def test_not_logged_in_raises_without_request(fake: Fake) -> None:
 
 
 @pytest.mark.parametrize("link_mode", [True, False])
-async def test_pagination_iterator(fake: Fake, client: ProvisioningClient,
-                                   link_mode: bool) -> None:
+async def test_pagination_iterator(fake: Fake, client: ProvisioningClient, link_mode: bool) -> None:
     fake.link_mode = link_mode
     await client.login("admin", "pw")
     ids = [t.id async for t in client.iter_tasks(page_size=3)]
@@ -249,10 +287,20 @@ async def test_pagination_iterator(fake: Fake, client: ProvisioningClient,
         assert page.next_url == f"{fake.url}/tasks?offset=6&limit=3"
 
 
+async def test_pagination_never_follows_a_link_to_another_origin(
+    fake: Fake, client: ProvisioningClient
+) -> None:
+    fake.foreign_links = True
+    await client.login("admin", "pw")
+    ids = [t.id async for t in client.iter_tasks(page_size=3)]
+    assert ids == [t["id"] for t in TASKS]  # stepped by offset instead
+
+
 async def test_refresh_before_expiry_once_for_concurrent_calls(fake: Fake) -> None:
     seen: list[str] = []
-    async with ProvisioningClient(fake.url, fake.url, refresh_margin=60,
-                                  on_session=lambda s: seen.append(s.token)) as client:
+    async with ProvisioningClient(
+        fake.url, fake.url, refresh_margin=60, on_session=lambda s: seen.append(s.token)
+    ) as client:
         fake.lifetime = 10.0  # lead = min(60 s, 10 s / 5) = 2 s
         await client.login("admin", "pw")
         await client.get_task("a")
@@ -270,15 +318,17 @@ async def test_refresh_before_expiry_once_for_concurrent_calls(fake: Fake) -> No
 
 async def test_refresh_with_access_token_when_no_refresh_token(fake: Fake) -> None:
     soon = datetime.now(UTC) + timedelta(seconds=5)
-    async with ProvisioningClient(fake.url, fake.url, token="old-access",
-                                  expires_at=soon) as client:
+    async with ProvisioningClient(
+        fake.url, fake.url, token="old-access", expires_at=soon
+    ) as client:
         await client.get_task("a")
         assert fake.refresh_bodies == [{"token": "old-access"}]
         assert fake.auth_headers == ["Bearer access-1"]
 
 
-async def test_idempotency_key_generated_unless_given(client: ProvisioningClient,
-                                                      fake: Fake) -> None:
+async def test_idempotency_key_generated_unless_given(
+    client: ProvisioningClient, fake: Fake
+) -> None:
     await client.login("admin", "pw")
     first = await client.create_servers("production", "config.k")
     second = await client.create_servers("production", "config.k")
@@ -291,8 +341,7 @@ async def test_idempotency_key_generated_unless_given(client: ProvisioningClient
     assert given == "task-for-k-1"
 
 
-async def test_event_stream_reconnects_with_since(client: ProvisioningClient,
-                                                  fake: Fake) -> None:
+async def test_event_stream_reconnects_with_since(client: ProvisioningClient, fake: Fake) -> None:
     await client.login("admin", "pw")
     stream = client.events(backoff=0.01)
     received = []
@@ -313,6 +362,22 @@ async def test_event_stream_policy_violation_raises(fake: Fake) -> None:
         with pytest.raises(AuthenticationError, match="token rejected"):
             async for _ in client.events(backoff=0.01):
                 pass
+
+
+async def test_event_stream_renews_a_rejected_token_once(fake: Fake) -> None:
+    async with ProvisioningClient(
+        fake.url, fake.url, token="revoked", refresh_token="good-refresh"
+    ) as client:
+        stream = client.events(backoff=0.01)
+        received: list[str] = []
+        async with stream:
+            async for event in stream:
+                received.append(event.id)
+                if len(received) == len(EVENTS):
+                    break
+    assert received == [e["id"] for e in EVENTS]
+    assert fake.refresh_bodies == [{"token": "good-refresh"}]
+    assert fake.ws_auth[:2] == ["Bearer revoked", "Bearer access-1"]
 
 
 def test_sync_wrapper(fake_url: str) -> None:

@@ -45,7 +45,15 @@ def inner_app() -> web.Application:
         request[RATE_HEADERS] = {"X-RateLimit-Limit": "7"}
         return web.json_response({})
 
+    async def ws(request: web.Request) -> web.WebSocketResponse:
+        sock = web.WebSocketResponse()
+        await sock.prepare(request)
+        async for msg in sock:
+            await sock.send_str(f"{request.path}:{msg.data}")
+        return sock
+
     app.on_response_prepare.append(_add_rate_headers)
+    app.router.add_get("/ws", ws)
     app.router.add_get("/redirect", redirect)
     app.router.add_get("/limited", limited)
     app.router.add_get("/health", echo)
@@ -179,3 +187,10 @@ async def test_malformed_forwarded_values_are_ignored(
     body = await resp.json()
     assert body["url"].startswith("http://127.0.0.1:")
     assert body["path"] == "/tasks"
+
+
+async def test_websocket_under_the_prefix(client: Factory) -> None:
+    c = await client(settings(PATH_PREFIX="/api/orchestrator", TRUSTED_PROXIES="127.0.0.1"))
+    async with c.ws_connect("/api/orchestrator/ws", headers=FORWARDED) as sock:
+        await sock.send_str("ping")
+        assert await sock.receive_str(timeout=5) == "/ws:ping"

@@ -184,11 +184,12 @@ def test_runtime_error_denies_and_is_reported_not_matched() -> None:
     assert "evaluation error" in d.errors[0]
 
 
-def test_runtime_error_in_deny_rule_does_not_block_other_allow() -> None:
-    # an erroring Deny is reported; it is not a match (documented behaviour)
+def test_runtime_error_in_deny_rule_denies_fail_closed() -> None:
+    # an erroring Deny is reported, not a match, and it denies (security review)
     e = engine(rule("Allow", "*", "*"), rule("Deny", "*", "*", condition="1 / 0 == 1"))
     d = decide(e, ADMIN, "read", "servers:a")
-    assert d.allowed
+    assert not d.allowed
+    assert d.matched == ()
     assert d.errors
     assert "divide" in d.errors[0]
 

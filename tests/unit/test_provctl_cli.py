@@ -24,38 +24,111 @@ PROVCTL = str(Path(sys.executable).parent / "provctl")
 
 COMMANDS = [
     ["login", "-u", "admin", "--password-stdin", "--mfa-code", "123456"],
-    ["logout"], ["whoami"],
+    ["logout"],
+    ["whoami"],
     ["workflow", "servers", "create", "--infra", "production", "--settings", "config.k"],
-    ["workflow", "taskserv", "create", "kubernetes", "--infra", "p", "--settings", "c.k",
-     "--operation", "delete", "--check", "--watch"],
-    ["workflow", "cluster", "create", "buildkit", "--infra", "p", "--settings", "c.k",
-     "--no-wait", "--idempotency-key", "k1"],
-    ["batch", "submit", "batch.yaml", "--watch"], ["batch", "plan", "b.json"],
-    ["batch", "list", "--all"], ["batch", "show", "b1"], ["batch", "cancel", "b1"],
+    [
+        "workflow",
+        "taskserv",
+        "create",
+        "kubernetes",
+        "--infra",
+        "p",
+        "--settings",
+        "c.k",
+        "--operation",
+        "delete",
+        "--check",
+        "--watch",
+    ],
+    [
+        "workflow",
+        "cluster",
+        "create",
+        "buildkit",
+        "--infra",
+        "p",
+        "--settings",
+        "c.k",
+        "--no-wait",
+        "--idempotency-key",
+        "k1",
+    ],
+    ["batch", "submit", "batch.yaml", "--watch"],
+    ["batch", "plan", "b.json"],
+    ["batch", "list", "--all"],
+    ["batch", "show", "b1"],
+    ["batch", "cancel", "b1"],
     ["watch", "b1", "--timeout", "30"],
     ["tasks", "list", "--status", "Running", "--limit", "5", "--offset", "5"],
-    ["tasks", "show", "t1"], ["tasks", "logs", "t1", "--follow"], ["tasks", "cancel", "t1"],
+    ["tasks", "show", "t1"],
+    ["tasks", "logs", "t1", "--follow"],
+    ["tasks", "cancel", "t1"],
     ["tasks", "attempts", "t1"],
-    ["checkpoint", "create", "before", "--description", "d"], ["checkpoint", "list"],
+    ["checkpoint", "create", "before", "--description", "d"],
+    ["checkpoint", "list"],
     ["checkpoint", "show", "c1"],
     ["rollback", "execute", "--checkpoint", "c1"],
     ["rollback", "execute", "--operation", "o1", "--operation", "o2"],
-    ["rollback", "restore", "c1"], ["rollback", "operations"], ["rollback", "stats"],
-    ["state", "progress", "t1"], ["state", "snapshots", "t1"], ["state", "metrics"],
-    ["state", "health"], ["state", "stats"],
-    ["users", "list", "--role", "admin", "--disabled"], ["users", "show", "u1"],
-    ["users", "create", "bob", "--email", "b@example.com", "--roles", "operator",
-     "--password-stdin"],
+    ["rollback", "restore", "c1"],
+    ["rollback", "operations"],
+    ["rollback", "stats"],
+    ["state", "progress", "t1"],
+    ["state", "snapshots", "t1"],
+    ["state", "metrics"],
+    ["state", "health"],
+    ["state", "stats"],
+    ["users", "list", "--role", "admin", "--disabled"],
+    ["users", "show", "u1"],
+    [
+        "users",
+        "create",
+        "bob",
+        "--email",
+        "b@example.com",
+        "--roles",
+        "operator",
+        "--password-stdin",
+    ],
     ["users", "update", "u1", "--roles", "viewer,auditor", "--disable"],
-    ["users", "delete", "u1"], ["users", "reset-mfa", "u1"],
-    ["mfa", "enroll", "--password-stdin"], ["mfa", "verify", "123456"],
-    ["policies", "list"], ["policies", "show", "p1"], ["policies", "create", "p.yaml"],
-    ["policies", "update", "p1", "p.yaml"], ["policies", "delete", "p1"],
-    ["policies", "evaluate", "--action", "create", "--resource", "servers:web",
-     "--user", '{"roles": ["viewer"]}', "--deny-exit"],
-    ["audit", "logs", "--user-id", "u1", "--action", "server.create", "--resource", "servers/x",
-     "--from", "2025-01-01T00:00:00Z", "--to", "2026-01-01T00:00:00Z", "--limit", "10"],
-    ["webhooks", "deliveries"], ["webhooks", "redeliver", "d1"],
+    ["users", "delete", "u1"],
+    ["users", "reset-mfa", "u1"],
+    ["mfa", "enroll", "--password-stdin"],
+    ["mfa", "verify", "123456"],
+    ["policies", "list"],
+    ["policies", "show", "p1"],
+    ["policies", "create", "p.yaml"],
+    ["policies", "update", "p1", "p.yaml"],
+    ["policies", "delete", "p1"],
+    [
+        "policies",
+        "evaluate",
+        "--action",
+        "create",
+        "--resource",
+        "servers:web",
+        "--user",
+        '{"roles": ["viewer"]}',
+        "--deny-exit",
+    ],
+    [
+        "audit",
+        "logs",
+        "--user-id",
+        "u1",
+        "--action",
+        "server.create",
+        "--resource",
+        "servers/x",
+        "--from",
+        "2025-01-01T00:00:00Z",
+        "--to",
+        "2026-01-01T00:00:00Z",
+        "--limit",
+        "10",
+    ],
+    ["webhooks", "deliveries"],
+    ["webhooks", "redeliver", "d1"],
 ]
 
 
@@ -67,17 +140,23 @@ def test_every_command_parses_to_a_handler(argv: list[str]) -> None:
 
 
 def test_global_options_before_the_command() -> None:
-    args = build_parser().parse_args(["-o", "json", "--orchestrator-url", "http://o:1",
-                                      "tasks", "list"])
+    args = build_parser().parse_args(
+        ["-o", "json", "--orchestrator-url", "http://o:1", "tasks", "list"]
+    )
     assert (args.output, args.orchestrator_url) == ("json", "http://o:1")
 
 
-@pytest.mark.parametrize("argv", [
-    ["rollback", "execute"],  # needs --checkpoint or --operation
-    ["rollback", "execute", "--checkpoint", "c", "--operation", "o"],
-    ["tasks"], ["workflow", "servers", "create", "--infra", "p"], ["bogus"],
-    ["tasks", "list", "--limit", "many"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["rollback", "execute"],  # needs --checkpoint or --operation
+        ["rollback", "execute", "--checkpoint", "c", "--operation", "o"],
+        ["tasks"],
+        ["workflow", "servers", "create", "--infra", "p"],
+        ["bogus"],
+        ["tasks", "list", "--limit", "many"],
+    ],
+)
 def test_usage_errors_exit_2(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as info:
         build_parser().parse_args(argv)
@@ -88,8 +167,18 @@ def test_exit_codes_by_error_type() -> None:
     def make(status: int) -> errors.ApiError:
         return errors.error_for_status(status, "x")
 
-    assert [exit_code_for(make(s)) for s in (401, 403, 404, 409, 400, 422, 413, 429, 500, 503)] \
-        == [3, 4, 5, 6, 7, 7, 7, 8, 9, 9]
+    assert [exit_code_for(make(s)) for s in (401, 403, 404, 409, 400, 422, 413, 429, 500, 503)] == [
+        3,
+        4,
+        5,
+        6,
+        7,
+        7,
+        7,
+        8,
+        9,
+        9,
+    ]
     assert exit_code_for(errors.TransportError("down")) == 9
     assert exit_code_for(make(418)) == 1
 
@@ -107,23 +196,34 @@ def test_credentials_file_is_private(tmp_path: Path, monkeypatch: pytest.MonkeyP
 def _provctl(
     argv: list[str], env: dict[str, str], stdin: str = ""
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([PROVCTL, *argv], input=stdin, capture_output=True, text=True,
-                          env=env, timeout=60, check=False)
+    return subprocess.run(
+        [PROVCTL, *argv],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_provctl_subprocess_against_canned_server(tmp_path: Path) -> None:
     with threaded_fake() as fake:
-        env = {**os.environ, "PROVCTL_CONFIG_DIR": str(tmp_path / "cfg"),
-               "PROVISIONING_ORCHESTRATOR_URL": fake.url,
-               "PROVISIONING_CONTROL_CENTER_URL": fake.url}
+        env = {
+            **os.environ,
+            "PROVCTL_CONFIG_DIR": str(tmp_path / "cfg"),
+            "PROVISIONING_ORCHESTRATOR_URL": fake.url,
+            "PROVISIONING_CONTROL_CENTER_URL": fake.url,
+        }
         env.pop("PROVCTL_TOKEN", None)
         not_logged_in = _provctl(["tasks", "list", "-o", "json"], env)
         assert not_logged_in.returncode == 3
         assert json.loads(not_logged_in.stderr)["status"] == 401
 
         # Password, then the MFA code the server asks for, both from stdin.
-        login = _provctl(["login", "-u", "mfa-user", "--password-stdin", "-o", "json"], env,
-                         stdin="pw\n123456\n")
+        login = _provctl(
+            ["login", "-u", "mfa-user", "--password-stdin", "-o", "json"], env, stdin="pw\n123456\n"
+        )
         assert login.returncode == 0, login.stderr
         assert json.loads(login.stdout)["username"] == "mfa-user"
         creds = tmp_path / "cfg" / "credentials.json"
@@ -136,8 +236,11 @@ def test_provctl_subprocess_against_canned_server(tmp_path: Path) -> None:
 
         missing = _provctl(["tasks", "show", "status-404", "-o", "json"], env)
         assert missing.returncode == 5
-        assert json.loads(missing.stderr) == {"success": False, "error": "canned 404",
-                                              "status": 404}
+        assert json.loads(missing.stderr) == {
+            "success": False,
+            "error": "canned 404",
+            "status": 404,
+        }
         table = _provctl(["tasks", "show", "t9"], env)
         assert table.returncode == 0
         assert "create_servers" in table.stdout
@@ -145,3 +248,9 @@ def test_provctl_subprocess_against_canned_server(tmp_path: Path) -> None:
         bad_file = _provctl(["batch", "submit", str(tmp_path / "nope.json")], env)
         assert bad_file.returncode == 7
         assert "cannot read" in bad_file.stderr
+
+
+def test_the_command_table_covers_every_handler() -> None:
+    parser = build_parser()
+    covered = {parser.parse_args(argv).handler for argv in COMMANDS}
+    assert covered == set(HANDLERS)

@@ -34,8 +34,12 @@ def ensure_axios() -> None:
         npm = shutil.which("npm")
         if npm is None:
             raise RuntimeError("npm is required for the JavaScript contract example")
-        subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-                       cwd=HERE, check=True, timeout=300)
+        subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=HERE,
+            check=True,
+            timeout=300,
+        )
 
 
 def _result(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
@@ -43,7 +47,7 @@ def _result(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
         raise AssertionError(f"example failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     assert lines, proc.stdout
-    result: dict[str, Any] = json.loads(lines[-1][len("RESULT "):])
+    result: dict[str, Any] = json.loads(lines[-1][len("RESULT ") :])
     result["stdout"] = proc.stdout
     return result
 
@@ -51,7 +55,10 @@ def _result(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
 def run_python_example(base_url: str, token: str) -> dict[str, Any]:
     proc = subprocess.run(
         [sys.executable, str(HERE / "run_python_example.py"), base_url, token],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     return _result(proc)
 
@@ -63,7 +70,10 @@ def run_javascript_example(base_url: str, token: str) -> dict[str, Any]:
         raise RuntimeError("node is required for the JavaScript contract example")
     proc = subprocess.run(
         [node, str(HERE / "run_javascript_example.js"), base_url, token],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     return _result(proc)
 
@@ -86,15 +96,29 @@ class LiveServices:
 
 # The contract's batch example, verbatim.
 CONTRACT_BATCH: dict[str, Any] = {
-    "name": "multi_cloud_deployment", "version": "1.0.0", "storage_backend": "surrealdb",
-    "parallel_limit": 5, "rollback_enabled": True,
+    "name": "multi_cloud_deployment",
+    "version": "1.0.0",
+    "storage_backend": "surrealdb",
+    "parallel_limit": 5,
+    "rollback_enabled": True,
     "operations": [
-        {"id": "upcloud_servers", "type": "server_batch", "provider": "upcloud",
-         "dependencies": [],
-         "server_configs": [{"name": "web-01", "plan": "1xCPU-2GB", "zone": "de-fra1"},
-                            {"name": "web-02", "plan": "1xCPU-2GB", "zone": "us-nyc1"}]},
-        {"id": "aws_taskservs", "type": "taskserv_batch", "provider": "aws",
-         "dependencies": ["upcloud_servers"], "taskservs": ["kubernetes", "cilium", "containerd"]},
+        {
+            "id": "upcloud_servers",
+            "type": "server_batch",
+            "provider": "upcloud",
+            "dependencies": [],
+            "server_configs": [
+                {"name": "web-01", "plan": "1xCPU-2GB", "zone": "de-fra1"},
+                {"name": "web-02", "plan": "1xCPU-2GB", "zone": "us-nyc1"},
+            ],
+        },
+        {
+            "id": "aws_taskservs",
+            "type": "taskserv_batch",
+            "provider": "aws",
+            "dependencies": ["upcloud_servers"],
+            "taskservs": ["kubernetes", "cilium", "containerd"],
+        },
     ],
 }
 
@@ -103,8 +127,10 @@ def from_services(services: Any) -> LiveServices:
     """The shared e2e ``services`` fixture (tests/e2e/conftest.py) seen as URLs and
     the credentials the clients log in with."""
     return LiveServices(
-        orchestrator_url=services.orch_url, control_center_url=services.cc_url,
-        admin_username=ADMIN_USERNAME, admin_password=ADMIN_PASSWORD,
+        orchestrator_url=services.orch_url,
+        control_center_url=services.cc_url,
+        admin_username=ADMIN_USERNAME,
+        admin_password=ADMIN_PASSWORD,
         service_client_id=ORCHESTRATOR_CLIENT_ID,
         service_client_secret=ORCHESTRATOR_CLIENT_SECRET,
     )

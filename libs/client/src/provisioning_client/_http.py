@@ -78,15 +78,27 @@ async def exchange(
             raw_details = payload.get("details")
             details = raw_details if isinstance(raw_details, dict) else None
         raise error_for_status(
-            status if status >= 400 else 500, message, details=details,
-            headers=resp_headers, method=method, url=url, is_login=is_login,
+            status if status >= 400 else 500,
+            message,
+            details=details,
+            headers=resp_headers,
+            method=method,
+            url=url,
+            is_login=is_login,
         )
     if not envelope:
-        return Reply(data=payload if payload is not None else text, status=status,
-                     headers=resp_headers, next_url=next_url)
+        return Reply(
+            data=payload if payload is not None else text,
+            status=status,
+            headers=resp_headers,
+            next_url=next_url,
+        )
     if not isinstance(payload, dict) or payload.get("success") is not True:
         raise ApiError(
-            f"{method} {url}: response is not the API envelope", status=status,
-            headers=resp_headers, method=method, url=url,
+            f"{method} {url}: response is not the API envelope",
+            status=status,
+            headers=resp_headers,
+            method=method,
+            url=url,
         )
     return Reply(data=payload.get("data"), status=status, headers=resp_headers, next_url=next_url)

@@ -32,6 +32,11 @@ class TokenState:
     refresh_expires_at: datetime | None = None
     obtained_at: datetime | None = None
 
+    def __post_init__(self) -> None:
+        # Naive datetimes given by callers are taken as UTC (comparisons need aware ones).
+        self.expires_at = _aware(self.expires_at)
+        self.refresh_expires_at = _aware(self.refresh_expires_at)
+
     @classmethod
     def from_session(cls, session: Session) -> TokenState:
         return cls(

@@ -83,7 +83,9 @@ class ProvisioningClient:
             "control_center": control_center_url.rstrip("/"),
         }
         self.tokens = TokenState(
-            token=token, expires_at=expires_at, refresh_token=refresh_token,
+            token=token,
+            expires_at=expires_at,
+            refresh_token=refresh_token,
             refresh_expires_at=refresh_expires_at,
         )
         self.timeout = timeout
@@ -101,7 +103,9 @@ class ProvisioningClient:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         await self.close()
@@ -114,9 +118,7 @@ class ProvisioningClient:
     @property
     def http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.timeout)
-            )
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
             self._owns_session = True
         return self._session
 
@@ -155,42 +157,60 @@ class ProvisioningClient:
         if auth:
             await self.ensure_fresh_token()
         return await exchange(
-            self.http, method, url or self.urls[service] + path,
-            headers=self._headers(auth, headers), params=None if url else params,
-            body=body, envelope=envelope,
+            self.http,
+            method,
+            url or self.urls[service] + path,
+            headers=self._headers(auth, headers),
+            params=None if url else params,
+            body=body,
+            envelope=envelope,
         )
 
     async def _data(self, service: Service, method: str, path: str, **kwargs: Any) -> Any:
         return (await self._call(service, method, path, **kwargs)).data
 
     async def _page(
-        self, service: Service, path: str, cls: type[T], params: Mapping[str, Any],
+        self,
+        service: Service,
+        path: str,
+        cls: type[T],
+        params: Mapping[str, Any],
         url: str | None = None,
     ) -> Page[T]:
         reply = await self._call(service, "GET", path, params=params, url=url)
         return Page(
-            items=from_list(cls, reply.data), total=reply.header_int("X-Total-Count"),
-            limit=reply.header_int("X-Limit"), offset=reply.header_int("X-Offset"),
+            items=from_list(cls, reply.data),
+            total=reply.header_int("X-Total-Count"),
+            limit=reply.header_int("X-Limit"),
+            offset=reply.header_int("X-Offset"),
             next_url=reply.next_url,
         )
 
     async def _iterate(
-        self, service: Service, path: str, cls: type[T], params: Mapping[str, Any],
+        self,
+        service: Service,
+        path: str,
+        cls: type[T],
+        params: Mapping[str, Any],
         page_size: int,
     ) -> AsyncIterator[T]:
-        """Follow ``Link: rel="next"``; without it, step ``offset`` until ``X-Total-Count``."""
+        """Follow ``Link: rel="next"``; without it, step ``offset`` until ``X-Total-Count``.
+
+        A next link is followed only below the service's base URL: the bearer token is
+        never sent elsewhere, and a link that lost a proxy's path prefix is not used."""
         query = {**params, "limit": page_size, "offset": params.get("offset") or 0}
         url: str | None = None
+        base = self.urls[service] + "/"
         while True:
             page = await self._page(service, path, cls, query, url=url)
             for item in page.items:
                 yield item
             if not page.items:
                 return
-            if page.next_url:
+            if page.next_url and page.next_url.startswith(base):
                 url = page.next_url
                 continue
-            offset = (page.offset if page.offset is not None else int(query["offset"]))
+            offset = page.offset if page.offset is not None else int(query["offset"])
             offset += len(page.items)
             if page.total is not None and offset >= page.total:
                 return
@@ -218,8 +238,12 @@ class ProvisioningClient:
         if mfa_code:
             body["mfa_code"] = mfa_code
         reply = await exchange(
-            self.http, "POST", self.urls["control_center"] + "/auth/login",
-            headers=self._headers(False, None), body=body, is_login=True,
+            self.http,
+            "POST",
+            self.urls["control_center"] + "/auth/login",
+            headers=self._headers(False, None),
+            body=body,
+            is_login=True,
         )
         self.tokens.clear()
         return self._adopt(from_dict(Session, reply.data))
@@ -230,8 +254,11 @@ class ProvisioningClient:
         if credential is None:
             raise AuthenticationError("Session expired: log in again", status=401)
         reply = await exchange(
-            self.http, "POST", self.urls["control_center"] + "/auth/refresh",
-            headers=self._headers(False, None), body={"token": credential},
+            self.http,
+            "POST",
+            self.urls["control_center"] + "/auth/refresh",
+            headers=self._headers(False, None),
+            body={"token": credential},
         )
         return self._adopt(from_dict(Session, reply.data))
 
@@ -267,9 +294,15 @@ class ProvisioningClient:
     async def service_token(self, client_id: str, client_secret: str) -> ServiceToken:
         """Client-credentials grant (``POST /auth/token``) for service accounts."""
         data = await self._data(
-            "control_center", "POST", "/auth/token", auth=False,
-            body={"grant_type": "client_credentials", "client_id": client_id,
-                  "client_secret": client_secret},
+            "control_center",
+            "POST",
+            "/auth/token",
+            auth=False,
+            body={
+                "grant_type": "client_credentials",
+                "client_id": client_id,
+                "client_secret": client_secret,
+            },
         )
         return from_dict(ServiceToken, data)
 
@@ -291,8 +324,12 @@ class ProvisioningClient:
     # ------------------------------------------------------------------ users
 
     async def list_users(
-        self, *, role: str | None = None, enabled: bool | None = None,
-        limit: int | None = None, offset: int | None = None,
+        self,
+        *,
+        role: str | None = None,
+        enabled: bool | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
     ) -> Page[User]:
         params = {"role": role, "enabled": enabled, "limit": limit, "offset": offset}
         return await self._page("control_center", "/users", User, params)
@@ -305,11 +342,20 @@ class ProvisioningClient:
         )
 
     async def create_user(
-        self, username: str, email: str, password: str, roles: Iterable[str],
+        self,
+        username: str,
+        email: str,
+        password: str,
+        roles: Iterable[str],
         enabled: bool = True,
     ) -> User:
-        body = {"username": username, "email": email, "password": password,
-                "roles": list(roles), "enabled": enabled}
+        body = {
+            "username": username,
+            "email": email,
+            "password": password,
+            "roles": list(roles),
+            "enabled": enabled,
+        }
         return from_dict(User, await self._data("control_center", "POST", "/users", body=body))
 
     async def get_user(self, user_id: str) -> User:
@@ -342,7 +388,10 @@ class ProvisioningClient:
         return self._iterate("control_center", "/policies", Policy, {}, page_size)
 
     async def create_policy(
-        self, name: str, rules: list[Mapping[str, Any]], version: str = "1.0.0",
+        self,
+        name: str,
+        rules: list[Mapping[str, Any]],
+        version: str = "1.0.0",
         **extra: Any,
     ) -> Policy:
         body = {"name": name, "version": version, "rules": [dict(r) for r in rules], **extra}
@@ -361,7 +410,11 @@ class ProvisioningClient:
         return await self._data("control_center", "DELETE", f"/policies/{policy_id}")
 
     async def evaluate_policy(
-        self, action: str, resource: str, *, user: Mapping[str, Any] | None = None,
+        self,
+        action: str,
+        resource: str,
+        *,
+        user: Mapping[str, Any] | None = None,
         context: Mapping[str, Any] | None = None,
     ) -> PolicyDecision:
         body: dict[str, Any] = {"action": action, "resource": resource}
@@ -376,27 +429,48 @@ class ProvisioningClient:
 
     @staticmethod
     def _audit_params(
-        user_id: str | None, action: str | None, resource: str | None,
-        since: datetime | str | None, until: datetime | str | None,
+        user_id: str | None,
+        action: str | None,
+        resource: str | None,
+        since: datetime | str | None,
+        until: datetime | str | None,
     ) -> dict[str, Any]:
-        return {"user_id": user_id, "action": action, "resource": resource,
-                "from": _iso(since), "to": _iso(until)}
+        return {
+            "user_id": user_id,
+            "action": action,
+            "resource": resource,
+            "from": _iso(since),
+            "to": _iso(until),
+        }
 
     async def audit_logs(
-        self, *, user_id: str | None = None, action: str | None = None,
-        resource: str | None = None, since: datetime | str | None = None,
-        until: datetime | str | None = None, limit: int | None = None,
+        self,
+        *,
+        user_id: str | None = None,
+        action: str | None = None,
+        resource: str | None = None,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+        limit: int | None = None,
         offset: int | None = None,
     ) -> Page[AuditLog]:
         """``GET /audit/logs``; ``since``/``until`` are the contract's ``from``/``to``."""
-        params = {**self._audit_params(user_id, action, resource, since, until),
-                  "limit": limit, "offset": offset}
+        params = {
+            **self._audit_params(user_id, action, resource, since, until),
+            "limit": limit,
+            "offset": offset,
+        }
         return await self._page("control_center", "/audit/logs", AuditLog, params)
 
     def iter_audit_logs(
-        self, *, user_id: str | None = None, action: str | None = None,
-        resource: str | None = None, since: datetime | str | None = None,
-        until: datetime | str | None = None, page_size: int = 100,
+        self,
+        *,
+        user_id: str | None = None,
+        action: str | None = None,
+        resource: str | None = None,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+        page_size: int = 100,
     ) -> AsyncIterator[AuditLog]:
         params = self._audit_params(user_id, action, resource, since, until)
         return self._iterate("control_center", "/audit/logs", AuditLog, params, page_size)
@@ -410,6 +484,10 @@ class ProvisioningClient:
     async def health(self, service: Service = "orchestrator") -> Any:
         return await self._data(service, "GET", "/health", auth=False)
 
+    async def ready(self, service: Service = "orchestrator") -> Any:
+        """``GET /ready``: readiness (dependencies reachable)."""
+        return await self._data(service, "GET", "/ready", auth=False)
+
     async def metrics_text(self, service: Service = "orchestrator") -> str:
         reply = await self._call(service, "GET", "/metrics", auth=False, envelope=False)
         return str(reply.data)
@@ -421,7 +499,10 @@ class ProvisioningClient:
     # ------------------------------------------------------------------ tasks
 
     async def list_tasks(
-        self, *, status: str | None = None, limit: int | None = None,
+        self,
+        *,
+        status: str | None = None,
+        limit: int | None = None,
         offset: int | None = None,
     ) -> Page[Task]:
         params = {"status": status, "limit": limit, "offset": offset}
@@ -449,7 +530,12 @@ class ProvisioningClient:
         return str(data)
 
     async def create_servers(
-        self, infra: str, settings: str, *, check_mode: bool = False, wait: bool = True,
+        self,
+        infra: str,
+        settings: str,
+        *,
+        check_mode: bool = False,
+        wait: bool = True,
         idempotency_key: str | None = None,
     ) -> str:
         """``POST /workflows/servers/create`` → task id."""
@@ -457,19 +543,45 @@ class ProvisioningClient:
         return await self._submit("/workflows/servers/create", body, idempotency_key)
 
     async def create_taskserv(
-        self, taskserv: str, infra: str, settings: str, *, operation: str = "create",
-        check_mode: bool = False, wait: bool = True, idempotency_key: str | None = None,
+        self,
+        taskserv: str,
+        infra: str,
+        settings: str,
+        *,
+        operation: str = "create",
+        check_mode: bool = False,
+        wait: bool = True,
+        idempotency_key: str | None = None,
     ) -> str:
-        body = {"operation": operation, "taskserv": taskserv, "infra": infra,
-                "settings": settings, "check_mode": check_mode, "wait": wait}
+        body = {
+            "operation": operation,
+            "taskserv": taskserv,
+            "infra": infra,
+            "settings": settings,
+            "check_mode": check_mode,
+            "wait": wait,
+        }
         return await self._submit("/workflows/taskserv/create", body, idempotency_key)
 
     async def create_cluster(
-        self, cluster_type: str, infra: str, settings: str, *, operation: str = "create",
-        check_mode: bool = False, wait: bool = True, idempotency_key: str | None = None,
+        self,
+        cluster_type: str,
+        infra: str,
+        settings: str,
+        *,
+        operation: str = "create",
+        check_mode: bool = False,
+        wait: bool = True,
+        idempotency_key: str | None = None,
     ) -> str:
-        body = {"operation": operation, "cluster_type": cluster_type, "infra": infra,
-                "settings": settings, "check_mode": check_mode, "wait": wait}
+        body = {
+            "operation": operation,
+            "cluster_type": cluster_type,
+            "infra": infra,
+            "settings": settings,
+            "check_mode": check_mode,
+            "wait": wait,
+        }
         return await self._submit("/workflows/cluster/create", body, idempotency_key)
 
     # ------------------------------------------------------------------ batches
@@ -479,7 +591,10 @@ class ProvisioningClient:
     ) -> Batch:
         """``POST /batch/execute`` with the contract's batch document."""
         data = await self._data(
-            "orchestrator", "POST", "/batch/execute", body=dict(batch),
+            "orchestrator",
+            "POST",
+            "/batch/execute",
+            body=dict(batch),
             headers=self._idempotency(idempotency_key),
         )
         return from_dict(Batch, data)
@@ -489,7 +604,10 @@ class ProvisioningClient:
         return from_dict(BatchPlan, data)
 
     async def list_batches(
-        self, *, limit: int | None = None, offset: int | None = None,
+        self,
+        *,
+        limit: int | None = None,
+        offset: int | None = None,
         status: str | None = None,
     ) -> Page[Batch]:
         params = {"limit": limit, "offset": offset, "status": status}
@@ -512,9 +630,7 @@ class ProvisioningClient:
         return from_dict(WorkflowProgress, data)
 
     async def workflow_snapshots(self, workflow_id: str) -> list[Snapshot]:
-        data = await self._data(
-            "orchestrator", "GET", f"/state/workflows/{workflow_id}/snapshots"
-        )
+        data = await self._data("orchestrator", "GET", f"/state/workflows/{workflow_id}/snapshots")
         return from_list(Snapshot, data)
 
     async def system_metrics(self) -> SystemMetrics:
@@ -555,16 +671,15 @@ class ProvisioningClient:
         if (checkpoint_id is None) == (operation_ids is None):
             raise ValueError("give exactly one of checkpoint_id and operation_ids")
         body: dict[str, Any] = (
-            {"checkpoint_id": checkpoint_id} if checkpoint_id is not None
+            {"checkpoint_id": checkpoint_id}
+            if checkpoint_id is not None
             else {"operation_ids": list(operation_ids or [])}
         )
         data = await self._data("orchestrator", "POST", "/rollback/execute", body=body)
         return from_dict(RollbackResult, data)
 
     async def restore_checkpoint(self, checkpoint_id: str) -> str:
-        return str(
-            await self._data("orchestrator", "POST", f"/rollback/restore/{checkpoint_id}")
-        )
+        return str(await self._data("orchestrator", "POST", f"/rollback/restore/{checkpoint_id}"))
 
     async def rollback_statistics(self) -> RollbackStatistics:
         data = await self._data("orchestrator", "GET", "/rollback/statistics")
@@ -584,6 +699,10 @@ class ProvisioningClient:
         params = {**filters, "limit": limit, "offset": offset}
         return await self._page("orchestrator", "/webhooks/deliveries", WebhookDelivery, params)
 
+    async def get_webhook_delivery(self, delivery_id: str) -> WebhookDelivery:
+        data = await self._data("orchestrator", "GET", f"/webhooks/deliveries/{delivery_id}")
+        return from_dict(WebhookDelivery, data)
+
     async def redeliver_webhook(self, delivery_id: str) -> Any:
         return await self._data(
             "orchestrator", "POST", f"/webhooks/deliveries/{delivery_id}/redeliver"
@@ -592,12 +711,22 @@ class ProvisioningClient:
     # ------------------------------------------------------------------ events
 
     def events(
-        self, *, since: str | None = None, event_types: Iterable[str] | None = None,
-        reconnect: bool = True, max_reconnects: int | None = None,
-        backoff: float = 0.5, max_backoff: float = 10.0,
+        self,
+        *,
+        since: str | None = None,
+        event_types: Iterable[str] | None = None,
+        reconnect: bool = True,
+        max_reconnects: int | None = None,
+        backoff: float = 0.5,
+        max_backoff: float = 10.0,
     ) -> EventStream:
         """An async iterator over ``/ws`` events that reconnects with ``since``."""
         return EventStream(
-            self, since=since, event_types=list(event_types or []), reconnect=reconnect,
-            max_reconnects=max_reconnects, backoff=backoff, max_backoff=max_backoff,
+            self,
+            since=since,
+            event_types=list(event_types or []),
+            reconnect=reconnect,
+            max_reconnects=max_reconnects,
+            backoff=backoff,
+            max_backoff=max_backoff,
         )

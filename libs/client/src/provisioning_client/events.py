@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 
 from ._convert import from_dict
-from .errors import AuthenticationError, TransportError, error_for_status
+from .errors import AuthenticationError, ProvisioningError, TransportError, error_for_status
 from .models import Event
 
 if TYPE_CHECKING:
@@ -76,7 +76,9 @@ class EventStream:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
@@ -126,7 +128,10 @@ class EventStream:
         headers = self.client._headers(True, None)
         try:
             async with self.client.http.ws_connect(
-                self._url(), params=self._params(), headers=headers, heartbeat=20.0,
+                self._url(),
+                params=self._params(),
+                headers=headers,
+                heartbeat=20.0,
                 timeout=aiohttp.ClientWSTimeout(ws_close=5.0),
             ) as ws:
                 self._ws = ws
@@ -153,8 +158,17 @@ class EventStream:
             self._ws = None
             self.connected.clear()
 
+    async def _renew_after_rejection(self, rejection: AuthenticationError) -> None:
+        """The server closed with 1008 (e.g. the token expired during a long watch):
+        refresh once and reconnect; a token that cannot be refreshed is final."""
+        try:
+            await self.client.refresh()
+        except ProvisioningError as exc:
+            raise rejection from exc
+
     async def _run(self) -> AsyncGenerator[Event, None]:
         failures = 0
+        renewed = False
         while True:
             received = False
             session = self._session()
@@ -162,9 +176,16 @@ class EventStream:
                 async for event in session:
                     received = True
                     yield event
+            except AuthenticationError as rejection:
+                if renewed and not received:
+                    raise
+                await self._renew_after_rejection(rejection)
+                renewed = True
+                continue
             finally:
                 # Close the socket now, not whenever the generator is collected.
                 await session.aclose()
+            renewed = renewed and not received
             if not self.reconnect:
                 return
             if self.max_reconnects is not None and self.reconnects >= self.max_reconnects:

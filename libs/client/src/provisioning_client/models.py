@@ -140,7 +140,7 @@ class Task:
     error: str | None = None
     progress: float | None = None
     current_step: str | None = None
-    attempts: Any = None
+    attempts: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -288,12 +288,34 @@ class LedgerOperation:
 
 
 @dataclass(slots=True)
+class WebhookDeliveryAttempt:
+    attempt: int = 0
+    status: str = ""
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    duration_ms: float | None = None
+    status_code: int | None = None
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
 class WebhookDelivery:
     id: str = ""
     event: str | None = None
+    event_id: str | None = None
+    endpoint_id: str | None = None
     url: str | None = None
     status: str | None = None
-    attempts: Any = None
+    attempts: int | None = None
+    max_attempts: int | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    next_attempt_at: datetime | None = None
+    delivered_at: datetime | None = None
+    last_status_code: int | None = None
+    last_error: str | None = None
+    attempt_log: list[WebhookDeliveryAttempt] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -3,7 +3,9 @@
 A policy is a list of rules ``{effect, resource, action[], condition}``; ``resource``
 and each action are glob patterns, ``condition`` is a CEL expression over ``user``,
 ``resource`` and ``request``. Deny overrides allow; no match denies; a condition that
-fails at evaluation denies its rule and is reported in ``errors``, never as a match.
+fails at evaluation is reported in ``errors``, never as a match: an erroring Allow
+does not allow, and an erroring Deny denies the request (fail closed; otherwise a
+caller who can make a Deny condition fail, e.g. by omitting a field, escapes it).
 
 Conditions are compiled once when the engine is built (compiling is the slow part of
 cel-python), so an engine is meant to live until the policy set changes."""
@@ -213,6 +215,7 @@ class PolicyEngine:
         allows: list[dict[str, Any]] = []
         denies: list[dict[str, Any]] = []
         errors: list[str] = []
+        deny_errored = False
         for cand in candidates:
             if cand.program is not None:
                 if activation is None:
@@ -226,6 +229,7 @@ class PolicyEngine:
                 if isinstance(outcome, str):
                     label = f"{cand.policy.name or cand.policy.id}#{cand.index}"
                     errors.append(f"{label}: {outcome}")
+                    deny_errored = deny_errored or cand.rule.effect == "Deny"
                     continue
                 if not outcome:
                     continue
@@ -238,6 +242,11 @@ class PolicyEngine:
                 f"denied by policy '{first['policy_name']}' rule {first['rule_index']}",
                 tuple(denies),
                 tuple(errors),
+            )
+        if deny_errored:
+            # a Deny that could not be evaluated might have applied: deny, not allow
+            return Decision(
+                False, "denied: a Deny rule's condition failed to evaluate", (), tuple(errors)
             )
         if allows:
             first = allows[0]

@@ -102,12 +102,14 @@ class JwksCache:
         if not self.keys:
             await self._refresh_or_503()
         try:
-            return decode_token(token, self.keys, issuer=issuer, audience=audience,
-                                expected_typ=typ)
+            return decode_token(
+                token, self.keys, issuer=issuer, audience=audience, expected_typ=typ
+            )
         except UnknownKeyError:
             await self._refresh_or_503()  # a rotated key: fetch the set once more
-            return decode_token(token, self.keys, issuer=issuer, audience=audience,
-                                expected_typ=typ)
+            return decode_token(
+                token, self.keys, issuer=issuer, audience=audience, expected_typ=typ
+            )
 
     async def _refresh_or_503(self) -> None:
         try:
@@ -136,11 +138,15 @@ class ServiceTokenClient:
         async with self._lock:
             if self._token and time.monotonic() < self._valid_until:
                 return self._token
-            status, body = await self.cc.request("POST", "/auth/token", json={
-                "grant_type": "client_credentials",
-                "client_id": self.client_id,
-                "client_secret": self.client_secret,
-            })
+            status, body = await self.cc.request(
+                "POST",
+                "/auth/token",
+                json={
+                    "grant_type": "client_credentials",
+                    "client_id": self.client_id,
+                    "client_secret": self.client_secret,
+                },
+            )
             if status != 200 or not isinstance(body, dict) or not body.get("success"):
                 raise ValueError(f"service token request answered {status}")
             data = body["data"]
@@ -181,10 +187,14 @@ class Introspector:
         if isinstance(jti, str):
             self._cache.pop(jti, None)
             exp = payload.get("exp")
-            self._revoked_jti[jti] = float(exp) if isinstance(exp, int | float) else time.time() + 86400
+            self._revoked_jti[jti] = (
+                float(exp) if isinstance(exp, int | float) else time.time() + 86400
+            )
         if isinstance(sub, str):
             before = payload.get("revoked_before")
-            self._revoked_before[sub] = float(before) if isinstance(before, int | float) else time.time()
+            self._revoked_before[sub] = (
+                float(before) if isinstance(before, int | float) else time.time()
+            )
             for key in [k for k, v in self._cache.items() if v.principal.sub == sub]:
                 self._cache.pop(key, None)
         self._prune()
@@ -222,11 +232,17 @@ class Introspector:
         principal = Principal(
             sub=str(data.get("sub", claims.sub)),
             username=str(data.get("username", claims.username)),
-            roles=tuple(r for r in roles if isinstance(r, str)) if isinstance(roles, list)
+            roles=tuple(r for r in roles if isinstance(r, str))
+            if isinstance(roles, list)
             else claims.roles,
-            jti=claims.jti, iat=claims.iat, exp=claims.exp, typ=claims.typ,
+            jti=claims.jti,
+            iat=claims.iat,
+            exp=claims.exp,
+            typ=claims.typ,
         )
-        until = min(time.monotonic() + self.ttl, time.monotonic() + max(0, claims.exp - time.time()))
+        until = min(
+            time.monotonic() + self.ttl, time.monotonic() + max(0, claims.exp - time.time())
+        )
         self._cache[claims.jti] = _Cached(principal, until)
         return principal
 
@@ -245,7 +261,11 @@ class PolicyCache:
     async def reload(self) -> PolicyEngine:
         async with self._lock:
             status, body = await self.service.call("GET", "/policies?limit=1000")
-            if status != 200 or not isinstance(body, dict) or not isinstance(body.get("data"), list):
+            if (
+                status != 200
+                or not isinstance(body, dict)
+                or not isinstance(body.get("data"), list)
+            ):
                 raise ValueError(f"policies answered {status}")
             policies = []
             for doc in body["data"]:
@@ -282,8 +302,9 @@ class RemoteAuthConfig:
 
 
 class RemoteAuth:
-    def __init__(self, config: RemoteAuthConfig, session: aiohttp.ClientSession,
-                 redis: Redis | None = None) -> None:
+    def __init__(
+        self, config: RemoteAuthConfig, session: aiohttp.ClientSession, redis: Redis | None = None
+    ) -> None:
         self.config = config
         self.redis = redis
         cc = _ControlCenter(session, config.control_center_url, config.http_timeout)
@@ -294,8 +315,9 @@ class RemoteAuth:
 
     async def authenticate(self, token: str) -> Principal:
         try:
-            claims = await self.jwks.decode(token, issuer=self.config.issuer,
-                                             audience=self.config.audience, typ="access")
+            claims = await self.jwks.decode(
+                token, issuer=self.config.issuer, audience=self.config.audience, typ="access"
+            )
         except TokenError as exc:
             raise Unauthorized(str(exc)) from exc
         if self.introspector.locally_revoked(claims) or await self._denylisted(claims.jti):
@@ -311,11 +333,17 @@ class RemoteAuth:
             log.warning("denylist lookup failed: %s", type(exc).__name__)
             return False
 
-    async def decide(self, principal: Principal, action: str, resource: str,
-                     request: Mapping[str, Any] | None = None) -> Decision:
+    async def decide(
+        self,
+        principal: Principal,
+        action: str,
+        resource: str,
+        request: Mapping[str, Any] | None = None,
+    ) -> Decision:
         engine = await self.policies.get()
-        return engine.evaluate(user=principal.user_context, action=action, resource=resource,
-                               request=request)
+        return engine.evaluate(
+            user=principal.user_context, action=action, resource=resource, request=request
+        )
 
     async def listen(self) -> None:
         """Apply revocations and policy changes from Redis until cancelled; reconnects."""

@@ -52,23 +52,37 @@ def exit_code_for(exc: errors.ProvisioningError) -> int:
 def _make_client(args: argparse.Namespace) -> tuple[ProvisioningClient, Context]:
     creds = load_credentials()
     env_token = os.environ.get("PROVCTL_TOKEN")
-    orch = (getattr(args, "orchestrator_url", None)
-            or os.environ.get("PROVISIONING_ORCHESTRATOR_URL")
-            or creds.orchestrator_url or DEFAULT_ORCHESTRATOR_URL)
-    cc = (getattr(args, "control_center_url", None)
-          or os.environ.get("PROVISIONING_CONTROL_CENTER_URL")
-          or creds.control_center_url or DEFAULT_CONTROL_CENTER_URL)
+    orch = (
+        getattr(args, "orchestrator_url", None)
+        or os.environ.get("PROVISIONING_ORCHESTRATOR_URL")
+        or creds.orchestrator_url
+        or DEFAULT_ORCHESTRATOR_URL
+    )
+    cc = (
+        getattr(args, "control_center_url", None)
+        or os.environ.get("PROVISIONING_CONTROL_CENTER_URL")
+        or creds.control_center_url
+        or DEFAULT_CONTROL_CENTER_URL
+    )
     if env_token:
         client = ProvisioningClient(orch, cc, token=env_token)
     else:
         client = ProvisioningClient(
-            orch, cc, token=creds.token, expires_at=parse_datetime(creds.expires_at),
+            orch,
+            cc,
+            token=creds.token,
+            expires_at=parse_datetime(creds.expires_at),
             refresh_token=creds.refresh_token,
             refresh_expires_at=parse_datetime(creds.refresh_expires_at),
         )
     printer = Printer(getattr(args, "output", "table"))
-    ctx = Context(client=client, printer=printer, creds=creds, args=args,
-                  persist=not env_token and args.handler != "login")
+    ctx = Context(
+        client=client,
+        printer=printer,
+        creds=creds,
+        args=args,
+        persist=not env_token and args.handler != "login",
+    )
 
     def persist(_: Session) -> None:
         # An automatic refresh rotated the tokens: keep the stored copy usable.

@@ -73,8 +73,12 @@ def _secret(text: str, from_stdin: bool) -> str:
     return getpass.getpass(text)
 
 
-async def _list(ctx: Context, page: Callable[[], Awaitable[Page[T]]],
-                every: Callable[[], AsyncIterator[T]], columns: list[str]) -> int:
+async def _list(
+    ctx: Context,
+    page: Callable[[], Awaitable[Page[T]]],
+    every: Callable[[], AsyncIterator[T]],
+    columns: list[str],
+) -> int:
     if getattr(ctx.args, "all", False):
         items = [item async for item in every()]
     else:
@@ -109,12 +113,14 @@ async def login(ctx: Context) -> int:
     ctx.creds = creds
     path = _store_session(ctx)
     user = session.user
-    ctx.printer.emit({
-        "username": user.username if user else username,
-        "roles": user.roles if user else [],
-        "expires_at": session.expires_at,
-        "credentials": str(path),
-    })
+    ctx.printer.emit(
+        {
+            "username": user.username if user else username,
+            "roles": user.roles if user else [],
+            "expires_at": session.expires_at,
+            "credentials": str(path),
+        }
+    )
     return EXIT_OK
 
 
@@ -158,8 +164,11 @@ async def _after_submit(ctx: Context, task_id: str) -> int:
 
 
 def _submit_options(args: argparse.Namespace) -> dict[str, Any]:
-    return {"check_mode": args.check, "wait": not args.no_wait,
-            "idempotency_key": args.idempotency_key}
+    return {
+        "check_mode": args.check,
+        "wait": not args.no_wait,
+        "idempotency_key": args.idempotency_key,
+    }
 
 
 @handler("workflow_servers")
@@ -259,8 +268,10 @@ async def watch_cmd(ctx: Context) -> int:
 async def tasks_list(ctx: Context) -> int:
     c, a = ctx.client, ctx.args
     return await _list(
-        ctx, lambda: c.list_tasks(status=a.status, **_paging(a)),
-        lambda: c.iter_tasks(status=a.status), TASK_COLUMNS,
+        ctx,
+        lambda: c.list_tasks(status=a.status, **_paging(a)),
+        lambda: c.iter_tasks(status=a.status),
+        TASK_COLUMNS,
     )
 
 
@@ -301,8 +312,9 @@ async def tasks_logs(ctx: Context) -> int:
 
 def _print_logs(ctx: Context, task: Task) -> int:
     if ctx.printer.json:
-        ctx.printer.emit({"id": task.id, "status": task.status, "output": task.output,
-                          "error": task.error})
+        ctx.printer.emit(
+            {"id": task.id, "status": task.status, "output": task.output, "error": task.error}
+        )
         return EXIT_OK
     if task.output:
         sys.stdout.write(task.output.rstrip("\n") + "\n")
@@ -384,8 +396,10 @@ async def state_progress(ctx: Context) -> int:
 
 @handler("state_snapshots")
 async def state_snapshots(ctx: Context) -> int:
-    ctx.printer.emit(await ctx.client.workflow_snapshots(ctx.args.id),
-                     columns=["snapshot_id", "timestamp", "state"])
+    ctx.printer.emit(
+        await ctx.client.workflow_snapshots(ctx.args.id),
+        columns=["snapshot_id", "timestamp", "state"],
+    )
     return EXIT_OK
 
 
@@ -418,8 +432,10 @@ def _roles(value: str | None) -> list[str] | None:
 async def users_list(ctx: Context) -> int:
     c, a = ctx.client, ctx.args
     return await _list(
-        ctx, lambda: c.list_users(role=a.role, enabled=a.enabled, **_paging(a)),
-        lambda: c.iter_users(role=a.role, enabled=a.enabled), USER_COLUMNS,
+        ctx,
+        lambda: c.list_users(role=a.role, enabled=a.enabled, **_paging(a)),
+        lambda: c.iter_users(role=a.role, enabled=a.enabled),
+        USER_COLUMNS,
     )
 
 
@@ -481,9 +497,7 @@ async def mfa_verify(ctx: Context) -> int:
 @handler("policies_list")
 async def policies_list(ctx: Context) -> int:
     c, a = ctx.client, ctx.args
-    return await _list(
-        ctx, lambda: c.list_policies(**_paging(a)), c.iter_policies, POLICY_COLUMNS
-    )
+    return await _list(ctx, lambda: c.list_policies(**_paging(a)), c.iter_policies, POLICY_COLUMNS)
 
 
 @handler("policies_show")
@@ -518,7 +532,9 @@ async def policies_delete(ctx: Context) -> int:
 async def policies_evaluate(ctx: Context) -> int:
     a = ctx.args
     decision = await ctx.client.evaluate_policy(
-        a.action, a.resource, user=parse_json_option(a.user, "--user"),
+        a.action,
+        a.resource,
+        user=parse_json_option(a.user, "--user"),
         context=parse_json_option(a.context, "--context"),
     )
     ctx.printer.emit(decision)
@@ -531,11 +547,18 @@ async def policies_evaluate(ctx: Context) -> int:
 @handler("audit_logs")
 async def audit_logs(ctx: Context) -> int:
     c, a = ctx.client, ctx.args
-    filters = {"user_id": a.user_id, "action": a.action, "resource": a.resource,
-               "since": a.since, "until": a.until}
+    filters = {
+        "user_id": a.user_id,
+        "action": a.action,
+        "resource": a.resource,
+        "since": a.since,
+        "until": a.until,
+    }
     return await _list(
-        ctx, lambda: c.audit_logs(**filters, **_paging(a)),
-        lambda: c.iter_audit_logs(**filters), AUDIT_COLUMNS,
+        ctx,
+        lambda: c.audit_logs(**filters, **_paging(a)),
+        lambda: c.iter_audit_logs(**filters),
+        AUDIT_COLUMNS,
     )
 
 

@@ -56,8 +56,9 @@ class Printer:
     def json(self) -> bool:
         return self.mode == "json"
 
-    def emit(self, value: Any, *, columns: Sequence[str] | None = None,
-             title: str | None = None) -> None:
+    def emit(
+        self, value: Any, *, columns: Sequence[str] | None = None, title: str | None = None
+    ) -> None:
         """Print one result: a JSON document, a table (lists) or key/value lines."""
         data = to_jsonable(value)
         if self.json:

@@ -24,12 +24,23 @@ EXIT_CODES_HELP = """exit codes:
 def _common() -> argparse.ArgumentParser:
     """Options accepted both before and after the subcommand."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-o", "--output", choices=["table", "json"], default=argparse.SUPPRESS,
-                        help="output format (json for scripting)")
-    common.add_argument("--orchestrator-url", default=argparse.SUPPRESS,
-                        help="default $PROVISIONING_ORCHESTRATOR_URL or the login's URL")
-    common.add_argument("--control-center-url", default=argparse.SUPPRESS,
-                        help="default $PROVISIONING_CONTROL_CENTER_URL or the login's URL")
+    common.add_argument(
+        "-o",
+        "--output",
+        choices=["table", "json"],
+        default=argparse.SUPPRESS,
+        help="output format (json for scripting)",
+    )
+    common.add_argument(
+        "--orchestrator-url",
+        default=argparse.SUPPRESS,
+        help="default $PROVISIONING_ORCHESTRATOR_URL or the login's URL",
+    )
+    common.add_argument(
+        "--control-center-url",
+        default=argparse.SUPPRESS,
+        help="default $PROVISIONING_CONTROL_CENTER_URL or the login's URL",
+    )
     return common
 
 
@@ -45,7 +56,10 @@ class _Builder:
         return inner
 
     def leaf(
-        self, subs: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help_: str,
+        self,
+        subs: argparse._SubParsersAction[argparse.ArgumentParser],
+        name: str,
+        help_: str,
         handler: str,
     ) -> argparse.ArgumentParser:
         parser = subs.add_parser(name, help=help_, parents=[self.common])
@@ -71,17 +85,21 @@ def _submission(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     b = _Builder()
     root = argparse.ArgumentParser(
-        prog="provctl", parents=[b.common],
+        prog="provctl",
+        parents=[b.common],
         description="Command line client of the provisioning control plane.",
-        epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     subs = root.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = b.leaf(subs, "login", "log in (MFA code prompted when needed); stores the token",
-               "login")
+    p = b.leaf(subs, "login", "log in (MFA code prompted when needed); stores the token", "login")
     p.add_argument("-u", "--username")
-    p.add_argument("--password-stdin", action="store_true",
-                   help="read the password from the first line of stdin")
+    p.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from the first line of stdin",
+    )
     p.add_argument("--mfa-code", help="TOTP code (prompted when required and not given)")
     b.leaf(subs, "logout", "revoke the stored token and forget it", "logout")
     b.leaf(subs, "whoami", "show the logged-in user", "whoami")
@@ -101,8 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     _submission(p)
 
     bt = b.group(subs, "batch", "batch workflows")
-    p = b.leaf(bt, "submit", "execute a batch (contract JSON or YAML; - for stdin)",
-               "batch_submit")
+    p = b.leaf(bt, "submit", "execute a batch (contract JSON or YAML; - for stdin)", "batch_submit")
     p.add_argument("file")
     p.add_argument("--idempotency-key")
     p.add_argument("--watch", action="store_true")
@@ -135,21 +152,24 @@ def build_parser() -> argparse.ArgumentParser:
     b.leaf(cp, "show", "show a checkpoint", "checkpoint_show").add_argument("id")
 
     rb = b.group(subs, "rollback", "rollback and restore")
-    p = b.leaf(rb, "execute", "roll back to a checkpoint or specific operations",
-               "rollback_execute")
+    p = b.leaf(
+        rb, "execute", "roll back to a checkpoint or specific operations", "rollback_execute"
+    )
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--checkpoint", dest="checkpoint_id")
-    target.add_argument("--operation", dest="operation_ids", action="append",
-                        help="ledger operation id (repeatable)")
-    b.leaf(rb, "restore", "restore state from a checkpoint", "rollback_restore").add_argument(
-        "id")
+    target.add_argument(
+        "--operation",
+        dest="operation_ids",
+        action="append",
+        help="ledger operation id (repeatable)",
+    )
+    b.leaf(rb, "restore", "restore state from a checkpoint", "rollback_restore").add_argument("id")
     _paging(b.leaf(rb, "operations", "list the operations ledger", "rollback_operations"))
     b.leaf(rb, "stats", "rollback statistics", "rollback_stats")
 
     st = b.group(subs, "state", "workflow state and system status")
     b.leaf(st, "progress", "progress of a task or batch", "state_progress").add_argument("id")
-    b.leaf(st, "snapshots", "state snapshots of a workflow", "state_snapshots").add_argument(
-        "id")
+    b.leaf(st, "snapshots", "state snapshots of a workflow", "state_snapshots").add_argument("id")
     b.leaf(st, "metrics", "system metrics", "state_metrics")
     b.leaf(st, "health", "system health", "state_health")
     b.leaf(st, "stats", "state statistics", "state_stats")
@@ -167,8 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--email", required=True)
     p.add_argument("--roles", required=True, help="comma separated, e.g. operator,viewer")
     p.add_argument("--disabled", action="store_true")
-    p.add_argument("--password-stdin", action="store_true",
-                   help="read the password from stdin (else prompted)")
+    p.add_argument(
+        "--password-stdin", action="store_true", help="read the password from stdin (else prompted)"
+    )
     p = b.leaf(us, "update", "update a user", "users_update")
     p.add_argument("id")
     p.add_argument("--email")
@@ -177,8 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     state.add_argument("--enable", dest="enabled", action="store_true", default=None)
     state.add_argument("--disable", dest="enabled", action="store_false")
     b.leaf(us, "delete", "delete a user", "users_delete").add_argument("id")
-    b.leaf(us, "reset-mfa", "remove a user's MFA enrolment", "users_reset_mfa").add_argument(
-        "id")
+    b.leaf(us, "reset-mfa", "remove a user's MFA enrolment", "users_reset_mfa").add_argument("id")
 
     mfa = b.group(subs, "mfa", "your own MFA enrolment")
     p = b.leaf(mfa, "enroll", "start TOTP enrolment (re-checks your password)", "mfa_enroll")
@@ -197,10 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = b.leaf(po, "evaluate", "explain the decision for an action", "policies_evaluate")
     p.add_argument("--action", required=True)
     p.add_argument("--resource", required=True)
-    p.add_argument("--user", help="JSON object, e.g. '{\"roles\": [\"viewer\"]}'")
+    p.add_argument("--user", help='JSON object, e.g. \'{"roles": ["viewer"]}\'')
     p.add_argument("--context", help="JSON object")
-    p.add_argument("--deny-exit", action="store_true",
-                   help="exit 4 when the decision is deny")
+    p.add_argument("--deny-exit", action="store_true", help="exit 4 when the decision is deny")
 
     au = b.group(subs, "audit", "audit log")
     p = b.leaf(au, "logs", "query the audit log", "audit_logs")

@@ -134,9 +134,13 @@ class Display:
         self.bars: dict[str, TaskID] = {}
         if console is not None:
             self.progress = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(),
-                TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
-                console=console, refresh_per_second=8,
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                TaskProgressColumn(),
+                TextColumn("{task.fields[status]}"),
+                TimeElapsedColumn(),
+                console=console,
+                refresh_per_second=8,
             )
             self.progress.console.print(title, highlight=False)
 
@@ -197,7 +201,10 @@ class EventPump:
 
 
 async def watch(
-    client: ProvisioningClient, target_id: str, *, console: Console | None,
+    client: ProvisioningClient,
+    target_id: str,
+    *,
+    console: Console | None,
     give_up_after: float | None = None,
 ) -> Target:
     """Follow a batch or task until it finishes; returns its final state."""
@@ -208,7 +215,9 @@ async def watch(
         title = f"Watching {target.kind} {target_id}"
         with Display(console, title) as display:
             display.update(target)
-            last_fetch, dirty = time.monotonic(), False
+            # dirty=True: one early re-read covers events emitted while the server was
+            # still registering our subscription right after the handshake.
+            last_fetch, dirty = time.monotonic(), True
             while not target.finished:
                 if deadline is not None and time.monotonic() > deadline:
                     raise TimeoutError(f"{target.kind} {target_id} still {target.status}")

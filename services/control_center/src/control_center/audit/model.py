@@ -6,6 +6,7 @@ leading ``$`` never reach MongoDB; secrets are dropped before anything is stored
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -13,18 +14,46 @@ from typing import Any
 
 from provisioning_common.timeutil import utcnow
 
-SECRET_MARKERS = ("password", "secret", "token", "mfa_code", "code", "otp", "hash")
+SECRET_MARKERS = (
+    "password",
+    "passwd",
+    "passphrase",
+    "secret",
+    "token",
+    "mfa_code",
+    "code",
+    "otp",
+    "hash",
+    "authorization",
+    "cookie",
+    "credential",
+    "api_key",
+    "apikey",
+    "private_key",
+    "privatekey",
+    "ssh_key",
+)
+# values that are secrets whatever their key is called: a JWT, a bearer/basic
+# credential, a PEM private key
+SECRET_VALUE = re.compile(
+    r"^(?:eyJ[\w-]+\.[\w-]+\.[\w-]*|(?:bearer|basic)\s+\S+)$|-----BEGIN [A-Z ]*PRIVATE KEY-----",
+    re.IGNORECASE,
+)
+REDACTED = "[redacted]"
 
 
 def scrub(details: Any) -> Any:
-    """Replace the value of any key that looks like a secret."""
+    """Replace the value of any key that looks like a secret, and any value that is
+    recognisably a credential."""
     if isinstance(details, dict):
         return {
-            str(k): "[redacted]" if any(m in str(k).lower() for m in SECRET_MARKERS) else scrub(v)
+            str(k): REDACTED if any(m in str(k).lower() for m in SECRET_MARKERS) else scrub(v)
             for k, v in details.items()
         }
     if isinstance(details, list):
         return [scrub(v) for v in details]
+    if isinstance(details, str) and SECRET_VALUE.search(details.strip()):
+        return REDACTED
     return details
 
 

@@ -122,7 +122,11 @@ async def mfa_enroll(request: web.Request) -> web.Response:
     body = await load_body(request, schemas.MfaEnrollIn())
     if principal.user is None:
         raise Unauthorized()
-    return ok(await service.mfa_enroll(get_context(request), principal.user, body["password"]))
+    return ok(
+        await service.mfa_enroll(
+            get_context(request), principal.user, body["password"], client_ip(request)
+        )
+    )
 
 
 @routes.post("/auth/mfa/verify")

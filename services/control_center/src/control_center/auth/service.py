@@ -240,6 +240,7 @@ async def _check_lockout(ctx: Context, key: str) -> None:
         return  # an admin unlocked it
     remaining = (as_utc(lock["until"]) - utcnow()).total_seconds()
     if remaining > 0:
+        LOGIN_ATTEMPTS.labels("locked").inc()
         raise LockedOut(math.ceil(remaining), LOCKED)
 
 
@@ -255,7 +256,7 @@ async def _record_failure(
     await audit.record(
         ctx.repos.audit,
         action="auth.login",
-        resource=f"users/{key}",
+        resource=f"users/{user_id or key}",
         result="failure",
         user_id=user_id,
         details={"reason": reason, "ip": attempt.ip},
@@ -276,7 +277,7 @@ async def _record_failure(
         await audit.record(
             ctx.repos.audit,
             action="auth.lockout",
-            resource=f"users/{key}",
+            resource=f"users/{user_id or key}",
             result="success",
             user_id=user_id,
             details={"seconds": seconds, "ip": attempt.ip},
@@ -314,6 +315,21 @@ async def login(ctx: Context, attempt: LoginAttempt) -> dict[str, Any]:
         details={"ip": attempt.ip, "mfa": bool(user.get("mfa_enabled"))},
     )
     return data
+
+
+async def recheck_password(
+    ctx: Context, user: dict[str, Any], password: str, ip: str, message: str
+) -> None:
+    """Re-authentication of a logged-in user (MFA enrolment, own password change).
+
+    It spends the same per-account failure budget as login: otherwise a stolen
+    access token would be a password-guessing oracle at the general rate limit."""
+    key = str(user.get("username_key") or username_key(str(user["username"])))
+    await _check_lockout(ctx, key)
+    if not await check_password(password, user["password_hash"]):
+        attempt = LoginAttempt(str(user["username"]), "", None, ip)
+        await _record_failure(ctx, attempt, key, user, "wrong password at re-authentication")
+        raise Unauthorized(message)
 
 
 async def _check_mfa(ctx: Context, attempt: LoginAttempt, key: str, user: dict[str, Any]) -> None:
@@ -448,8 +464,12 @@ async def introspect(ctx: Context, token: str) -> dict[str, Any]:
 
 
 # --- MFA enrolment ------------------------------------------------------------------------
-async def mfa_enroll(ctx: Context, user: dict[str, Any], password: str) -> dict[str, Any]:
-    if not await check_password(password, user["password_hash"]):
+async def mfa_enroll(
+    ctx: Context, user: dict[str, Any], password: str, ip: str = "unknown"
+) -> dict[str, Any]:
+    try:
+        await recheck_password(ctx, user, password, ip, "Invalid password")
+    except Unauthorized:
         await audit.record(
             ctx.repos.audit,
             action="auth.mfa.enroll",
@@ -458,7 +478,7 @@ async def mfa_enroll(ctx: Context, user: dict[str, Any], password: str) -> dict[
             user_id=str(user["_id"]),
             details={"reason": "wrong password"},
         )
-        raise Unauthorized("Invalid password")
+        raise
     if user.get("mfa_enabled"):
         raise Conflict("MFA is already enabled; an administrator can reset it")
     secret = pyotp.random_base32()

@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from provisioning_common.errors import Conflict
-from provisioning_common.mongo import Document, IndexSpec, ensure_indexes
+from provisioning_common.mongo import Document, IndexSpec, claim, ensure_indexes
+from provisioning_common.timeutil import as_utc, utcnow
 
 INDEXES = (
     IndexSpec((("username_key", 1),), "username_key_unique", unique=True),
     IndexSpec((("roles", 1),), "roles"),
     IndexSpec((("created_at", 1),), "created_at"),
 )
+ADMIN_LOCK = "admins"  # the one lease every admin-reducing change must hold
 
 
 class UserRepository:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self.collection = db["users"]
+        self.locks = db["user_locks"]
 
     async def ensure_indexes(self) -> None:
         await ensure_indexes(self.collection, INDEXES)
@@ -66,3 +70,18 @@ class UserRepository:
         if excluding is not None:
             query["_id"] = {"$ne": excluding}
         return await self.collection.count_documents(query)
+
+    async def lock_admins(self, holder: str, until: datetime) -> bool:
+        """Take the admin-change lease (DESIGN §3: a unique ``_id`` insert decides);
+        a lease whose holder died is dropped once it has expired, then contested again."""
+        lease = {"_id": ADMIN_LOCK, "holder": holder, "until": until}
+        if await claim(self.locks, lease):
+            return True
+        doc = await self.locks.find_one({"_id": ADMIN_LOCK})
+        if doc is not None and as_utc(doc["until"]) <= utcnow():
+            await self.locks.delete_one({"_id": ADMIN_LOCK, "holder": doc["holder"]})
+            return await claim(self.locks, lease)
+        return False
+
+    async def unlock_admins(self, holder: str) -> None:
+        await self.locks.delete_one({"_id": ADMIN_LOCK, "holder": holder})

@@ -8,6 +8,7 @@ from provisioning_common.envelope import ok
 from provisioning_common.openapi import api_doc
 from provisioning_common.pagination import paginated, parse_page
 from provisioning_common.validation import load_body, load_query
+from provisioning_common.webapp import client_ip
 
 from ..auth.guard import authenticate, require, require_roles
 from ..context import get_context
@@ -84,6 +85,7 @@ async def update_user(request: web.Request) -> web.Response:
         body,
         actor=principal.user,
         actor_is_admin=principal.has_role("admin"),
+        ip=client_ip(request),
     )
     return ok("User updated successfully")
 

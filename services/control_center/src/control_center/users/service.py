@@ -2,30 +2,36 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import secrets
 import sys
+import time
 import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 from provisioning_common.errors import (
     Conflict,
     Forbidden,
     NotFound,
-    Unauthorized,
     UnprocessableEntity,
 )
 from provisioning_common.timeutil import utcnow
 
 from ..audit import service as audit
 from ..auth import service as auth_service
-from ..auth.passwords import check_password, hash_password
+from ..auth.passwords import hash_password
 from ..context import Context
 from .model import password_problems, public_user, username_key
 
 log = logging.getLogger(__name__)
 
 BOOTSTRAP_MARKER = "bootstrap:admin"
+ADMIN_LOCK_LEASE = timedelta(seconds=10)  # a crashed holder blocks admin changes this long
+ADMIN_LOCK_WAIT = 5.0
 
 
 def _check_password_policy(ctx: Context, password: str) -> None:
@@ -83,22 +89,51 @@ async def list_users(
     return [public_user(d) for d in docs], total
 
 
-async def _guard_last_admin(
-    ctx: Context, target: dict[str, Any], *, disabling: bool, demoting: bool, deleting: bool
-) -> None:
+async def _guard_last_admin(ctx: Context, target: dict[str, Any]) -> None:
+    """``target`` is about to stop being an enabled admin (call under the lease)."""
     is_active_admin = "admin" in target.get("roles", []) and target.get("enabled", True)
-    if not is_active_admin or not (disabling or demoting or deleting):
-        return
-    if await ctx.repos.users.count_enabled_admins(excluding=str(target["_id"])) == 0:
+    if is_active_admin and not await ctx.repos.users.count_enabled_admins(
+        excluding=str(target["_id"])
+    ):
         raise Conflict("The last enabled administrator cannot be disabled, demoted or deleted")
 
 
+async def _still_admin(ctx: Context, actor_id: str) -> None:
+    """The actor may have been demoted or disabled while waiting for the lease."""
+    actor = await ctx.repos.users.get(actor_id)
+    if actor is None or not actor.get("enabled", True) or "admin" not in actor.get("roles", []):
+        raise Forbidden("Permission denied")
+
+
+@contextlib.asynccontextmanager
+async def _admin_change(ctx: Context) -> AsyncIterator[None]:
+    """Serialise every change that can remove an enabled admin (DESIGN §3 unique
+    insert): two admins demoting each other at once would otherwise both still see
+    the other one as admin, both succeed, and leave no admin at all."""
+    holder = uuid.uuid4().hex
+    deadline = time.monotonic() + ADMIN_LOCK_WAIT
+    while not await ctx.repos.users.lock_admins(holder, utcnow() + ADMIN_LOCK_LEASE):
+        if time.monotonic() > deadline:
+            raise Conflict("Another change to administrators is in progress; retry")
+        await asyncio.sleep(0.05)
+    try:
+        yield
+    finally:
+        await ctx.repos.users.unlock_admins(holder)
+
+
 async def update_user(
-    ctx: Context, user_id: str, body: dict[str, Any], *, actor: dict[str, Any], actor_is_admin: bool
+    ctx: Context,
+    user_id: str,
+    body: dict[str, Any],
+    *,
+    actor: dict[str, Any],
+    actor_is_admin: bool,
+    ip: str = "unknown",
 ) -> None:
-    target = await get_user(ctx, user_id)
     is_self = str(actor["_id"]) == user_id
     if not actor_is_admin:
+        # authorise before reading the target: no 404-vs-403 oracle on user ids
         if not is_self:
             raise Forbidden("Permission denied")
         forbidden = sorted(k for k in ("roles", "enabled") if k in body)
@@ -108,6 +143,7 @@ async def update_user(
                 "Only administrators may change roles or the enabled flag",
                 details={k: ["Not allowed"] for k in forbidden},
             )
+    target = await get_user(ctx, user_id)
     changes: dict[str, Any] = {}
     if "email" in body:
         changes["email"] = body["email"]
@@ -120,29 +156,24 @@ async def update_user(
                     "current_password is required to change your password",
                     details={"current_password": ["Required"]},
                 )
-            if not await check_password(current, target["password_hash"]):
-                raise Unauthorized("Current password is wrong")
+            await auth_service.recheck_password(
+                ctx, target, current, ip, "Current password is wrong"
+            )
         changes["password_hash"] = await hash_password(
             body["password"], ctx.settings.auth.bcrypt_rounds
         )
-    roles_changed = "roles" in body and list(body["roles"]) != list(target.get("roles", []))
-    if roles_changed:
-        changes["roles"] = list(dict.fromkeys(body["roles"]))
-    disabling = body.get("enabled") is False and target.get("enabled", True)
-    if "enabled" in body:
-        changes["enabled"] = body["enabled"]
-    await _guard_last_admin(
-        ctx,
-        target,
-        disabling=bool(disabling),
-        demoting=roles_changed and "admin" not in body["roles"],
-        deleting=False,
+    removes_admin = body.get("enabled") is False or (
+        "roles" in body and "admin" not in body["roles"]
     )
-    changes["updated_at"] = utcnow()
-    if not await ctx.repos.users.update(user_id, changes):
-        raise NotFound("User not found")
-    if roles_changed or disabling or "password_hash" in changes:
-        await auth_service.revoke_user(ctx, user_id, "user changed")
+    if removes_admin:
+        async with _admin_change(ctx):
+            target = await get_user(ctx, user_id)  # fresh, under the lease
+            if actor_is_admin:
+                await _still_admin(ctx, str(actor["_id"]))
+            await _guard_last_admin(ctx, target)
+            await _apply_update(ctx, target, body, changes)
+    else:
+        await _apply_update(ctx, target, body, changes)
     await audit.record(
         ctx.repos.audit,
         action="user.update",
@@ -153,12 +184,32 @@ async def update_user(
     )
 
 
-async def delete_user(ctx: Context, user_id: str, actor_id: str) -> None:
-    target = await get_user(ctx, user_id)
-    await _guard_last_admin(ctx, target, disabling=False, demoting=False, deleting=True)
-    await auth_service.revoke_user(ctx, user_id, "user deleted")
-    if not await ctx.repos.users.delete(user_id):
+async def _apply_update(
+    ctx: Context, target: dict[str, Any], body: dict[str, Any], changes: dict[str, Any]
+) -> None:
+    user_id = str(target["_id"])
+    roles_changed = "roles" in body and list(body["roles"]) != list(target.get("roles", []))
+    if roles_changed:
+        changes["roles"] = list(dict.fromkeys(body["roles"]))
+    disabling = body.get("enabled") is False and target.get("enabled", True)
+    if "enabled" in body:
+        changes["enabled"] = body["enabled"]
+    changes["updated_at"] = utcnow()
+    if not await ctx.repos.users.update(user_id, changes):
         raise NotFound("User not found")
+    if roles_changed or disabling or "password_hash" in changes:
+        await auth_service.revoke_user(ctx, user_id, "user changed")
+
+
+async def delete_user(ctx: Context, user_id: str, actor_id: str) -> None:
+    await get_user(ctx, user_id)
+    async with _admin_change(ctx):
+        target = await get_user(ctx, user_id)
+        await _still_admin(ctx, actor_id)
+        await _guard_last_admin(ctx, target)
+        await auth_service.revoke_user(ctx, user_id, "user deleted")
+        if not await ctx.repos.users.delete(user_id):
+            raise NotFound("User not found")
     await audit.record(
         ctx.repos.audit,
         action="user.delete",

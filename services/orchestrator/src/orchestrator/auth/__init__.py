@@ -15,7 +15,8 @@ How a handler uses it (one line)::
   authenticates itself): ``Authorization: Bearer <jwt>`` verified against the control
   center's JWKS, checked with ``/auth/introspect`` (positive answers cached ≤
   ``INTROSPECTION_CACHE_SECONDS``, dropped on a revocation event), then counts the general
-  rate limit (100/min per user) → 401 / 429 / 503 in the envelope.
+  rate limit (100/min per user) → 401 / 429 / 503 in the envelope. ``/ws`` needs ``read``
+  on ``tasks:*``.
 - :func:`authorize` evaluates the shared policy engine on the cached policy set →
   403 when denied; returns the :class:`Principal` (``sub``, ``username``, ``roles``...).
 - A handler that never calls ``authorize`` is refused (403) by the middleware:
@@ -23,11 +24,12 @@ How a handler uses it (one line)::
 - :func:`authenticate_token` authenticates a raw token (the ``/ws`` query parameter).
 """
 
+from provisioning_common.remote_auth import Principal
+
 from .core import (
     AUTH,
     PRINCIPAL,
     AuthSettings,
-    Principal,
     authenticate_token,
     authenticated_only,
     authorize,

@@ -35,15 +35,17 @@ class AuthSettings:
 
     @classmethod
     def from_env(cls, env: EnvReader) -> AuthSettings:
-        return cls(RemoteAuthConfig(
-            control_center_url=env.str("CONTROL_CENTER_URL", "http://127.0.0.1:9080"),
-            client_id=env.str("SERVICE_CLIENT_ID", "orchestrator"),
-            client_secret=env.str("SERVICE_CLIENT_SECRET", ""),
-            issuer=env.str("JWT_ISSUER", "provisioning-control-center"),
-            audience=env.str("JWT_AUDIENCE", "provisioning"),
-            introspection_ttl=env.float("INTROSPECTION_CACHE_SECONDS", 30.0, low=0.0),
-            policy_max_age=env.float("POLICY_CACHE_SECONDS", 300.0, low=1.0),
-        ))
+        return cls(
+            RemoteAuthConfig(
+                control_center_url=env.str("CONTROL_CENTER_URL", "http://127.0.0.1:9080"),
+                client_id=env.str("SERVICE_CLIENT_ID", "orchestrator"),
+                client_secret=env.str("SERVICE_CLIENT_SECRET", ""),
+                issuer=env.str("JWT_ISSUER", "provisioning-control-center"),
+                audience=env.str("JWT_AUDIENCE", "provisioning"),
+                introspection_ttl=env.float("INTROSPECTION_CACHE_SECONDS", 30.0, low=0.0),
+                policy_max_age=env.float("POLICY_CACHE_SECONDS", 300.0, low=1.0),
+            )
+        )
 
 
 async def authenticate_token(app: web.Application, token: str) -> Principal:
@@ -52,16 +54,30 @@ async def authenticate_token(app: web.Application, token: str) -> Principal:
 
 async def authorize(request: web.Request, action: str, resource: str) -> Principal:
     """403 unless the shared policy engine allows ``action`` on ``resource``."""
-    principal = request.get(PRINCIPAL)
-    if principal is None:
+    if PRINCIPAL not in request:
         raise Unauthorized()
-    decision = await request.app[AUTH].decide(principal, action, resource, {
-        "ip": client_ip(request), "method": request.method, "path": request.path,
-    })
+    principal = request[PRINCIPAL]
+    decision = await request.app[AUTH].decide(
+        principal,
+        action,
+        resource,
+        {
+            "ip": client_ip(request),
+            "method": request.method,
+            "path": request.path,
+        },
+    )
     request[_AUTHORIZED] = True
     if not decision.allowed:
-        log.info("denied", extra={"user": principal.username, "action": action,
-                                  "resource": resource, "reason": decision.reason})
+        log.info(
+            "denied",
+            extra={
+                "user": principal.username,
+                "action": action,
+                "resource": resource,
+                "reason": decision.reason,
+            },
+        )
         raise Forbidden(f"Permission denied: '{action}' on '{resource}'")
     return principal
 

@@ -26,6 +26,7 @@ class BatchCoordinator:
         self.min_spacing = min_spacing
         self._wake = asyncio.Event()
         self._dirty: set[str] = set()
+        self._not_before: dict[str, float] = {}  # monotonic time of a batch's next pass
         self._task: asyncio.Task[None] | None = None
         self.last_tick: float | None = None  # monotonic time of the last full pass
         self.last_error: str | None = None
@@ -67,17 +68,14 @@ class BatchCoordinator:
             try:
                 now = time.monotonic()
                 if now >= next_full:
-                    ids = await self.ctx.repo.active_ids()
-                    self._dirty.difference_update(ids)
-                    for batch_id in ids:
-                        await self._one(batch_id)
-                    self.last_tick = time.monotonic()
+                    self._dirty.update(await self.ctx.repo.active_ids())
+                    self.last_tick = now
                     self.last_error = None
-                    next_full = self.last_tick + self.interval
-                if self._dirty:
-                    await asyncio.sleep(self.min_spacing)
-                while self._dirty:
-                    await self._one(self._dirty.pop())
+                    next_full = now + self.interval
+                    self._forget_idle(now)
+                for batch_id in [b for b in self._dirty if self._not_before.get(b, 0.0) <= now]:
+                    self._dirty.discard(batch_id)
+                    await self._one(batch_id)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # storage hiccup: keep going, report via health
@@ -85,13 +83,24 @@ class BatchCoordinator:
                 log.warning("batch coordinator pass failed: %s", exc)
                 await asyncio.sleep(min(self.interval, 1.0))
             self._wake.clear()
+            wake_at = min([next_full, *(self._not_before.get(b, 0.0) for b in self._dirty)])
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(0.0, next_full - time.monotonic()))
+                await asyncio.wait_for(self._wake.wait(), max(0.0, wake_at - time.monotonic()))
+
+    def _forget_idle(self, now: float) -> None:
+        for batch_id, at in list(self._not_before.items()):
+            if at < now - 60 and batch_id not in self._dirty:
+                del self._not_before[batch_id]
 
     async def _one(self, batch_id: str) -> None:
+        started = time.monotonic()
         try:
             await reconcile(self.ctx, batch_id)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("reconciling batch %s failed", batch_id)
+        # Pace each batch: a pass that took d seconds is not repeated for 2d, so
+        # the coordinator keeps at most about a third of the database's time.
+        took = time.monotonic() - started
+        self._not_before[batch_id] = time.monotonic() + max(self.min_spacing, 2 * took)

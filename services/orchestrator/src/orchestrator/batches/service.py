@@ -137,14 +137,12 @@ def _specs_of(batch: Mapping[str, Any]) -> list[TaskSpec]:
     return model.expand_batch(batch["_id"], ops)
 
 
-async def submit(
-    ctx: BatchContext, data: Mapping[str, Any], created_by: str | None,
-    batch_id: str | None = None,
-) -> dict[str, Any]:
-    ops = parse_operations(data)  # 422 before anything is stored
-    batch_id = batch_id or str(uuid.uuid4())
+def new_batch(
+    data: Mapping[str, Any], ops: Sequence[Operation], batch_id: str,
+    created_by: str | None, now: datetime,
+) -> tuple[dict[str, Any], list[TaskSpec]]:
+    """The batch document as first stored, and the tasks it expands to."""
     specs = model.expand_batch(batch_id, ops)
-    now = utcnow()
     op_docs = []
     for op in ops:
         doc = op.to_dict()
@@ -173,13 +171,24 @@ async def submit(
         "finished_tasks": 0,
         "operations": op_docs,
     }
+    return batch, specs
+
+
+async def submit(
+    ctx: BatchContext, data: Mapping[str, Any], created_by: str | None,
+    batch_id: str | None = None,
+) -> dict[str, Any]:
+    ops = parse_operations(data)  # 422 before anything is stored
+    batch_id = batch_id or str(uuid.uuid4())
+    now = utcnow()
+    batch, specs = new_batch(data, ops, batch_id, created_by, now)
     await ctx.repo.insert(batch)
     await _transition(ctx, batch, PENDING, now, {"reason": "submitted"})
     await ctx.engine.create_tasks([_engine_spec(batch, s) for s in specs])
     started = utcnow()
+    await _transition(ctx, batch, RUNNING, started, {"tasks": len(specs)})
     await ctx.repo.update(batch_id, {"tasks_created": True, "status": RUNNING,
                                      "started_at": started})
-    await _transition(ctx, batch, RUNNING, started, {"tasks": len(specs)})
     return {
         "batch_id": batch_id,
         "status": RUNNING,
@@ -190,17 +199,11 @@ async def submit(
 async def ensure_tasks(ctx: BatchContext, batch: Mapping[str, Any], existing: set[str]) -> int:
     """Create the tasks a crashed submitter did not; deterministic ids make a
     concurrent duplicate harmless."""
-    created = 0
-    for spec in _specs_of(batch):
-        if spec.id in existing:
-            continue
-        try:
-            await ctx.engine.create_task(_engine_spec(batch, spec))
-            created += 1
-        except Exception as exc:  # duplicate from a racing replica
-            if "duplicate" not in str(exc).lower() and "E11000" not in str(exc):
-                raise
-    return created
+    missing = [s for s in _specs_of(batch) if s.id not in existing]
+    if missing:
+        # The engine's insert ignores ids that exist already (a racing replica).
+        await ctx.engine.create_tasks([_engine_spec(batch, s) for s in missing])
+    return len(missing)
 
 
 # --- views ----------------------------------------------------------------------
@@ -238,7 +241,7 @@ def batch_summary(batch: Mapping[str, Any]) -> dict[str, Any]:
                 "dependencies": op.get("dependencies", []),
                 "status": op.get("status", PENDING),
                 "progress": float(op.get("progress") or 0.0),
-                "results": op.get("results") or {"task_ids": op.get("task_ids", [])},
+                "results": {"task_ids": op.get("task_ids", []), **(op.get("results") or {})},
             }
             for op in batch["operations"]
         ],
@@ -269,8 +272,8 @@ def _results(op: Mapping[str, Any], tasks: Mapping[str, Mapping[str, Any]]) -> d
         if task and task.get("error") and status in (FAILED, CANCELLED):
             errors.append({"task_id": tid, "error": str(task["error"])[:500]})
     total = len(op["task_ids"])
+    # task_ids are added by the view (already stored on the operation).
     return {
-        "task_ids": list(op["task_ids"]),
         "tasks": {k.lower(): v for k, v in counts.items()},
         "summary": f"{counts[COMPLETED]}/{total} tasks completed"
         + (f", {counts[FAILED]} failed" if counts[FAILED] else "")
@@ -293,8 +296,12 @@ async def reconcile(ctx: BatchContext, batch_id: str) -> None:
         age = (now - as_utc(batch["created_at"])).total_seconds()
         if age < ctx.orphan_after_seconds:
             return
-        await ensure_tasks(ctx, batch, set(tasks))
-        await ctx.repo.update(batch_id, {"tasks_created": True})
+        created = await ensure_tasks(ctx, batch, set(tasks))
+        log.warning("batch %s: created %d tasks its submitter did not", batch_id, created)
+        await _transition(ctx, batch, RUNNING, now, {"tasks": batch["total_tasks"],
+                                                     "recovered": created})
+        await ctx.repo.update(batch_id, {"tasks_created": True, "status": RUNNING,
+                                         "started_at": batch.get("started_at") or now})
         return
 
     ops_out = []
@@ -527,13 +534,9 @@ async def _create_compensations(
     previous: str | None = None
     for task, cid in plan_items:
         if cid not in existing:
-            spec = compensation_spec(task, cid, previous, batch_id=batch["_id"],
-                                     rollback_id=rollback_id)
-            try:
-                await ctx.engine.create_task(spec)
-            except Exception as exc:
-                if "duplicate" not in str(exc).lower() and "E11000" not in str(exc):
-                    raise
+            # Deterministic ids: the engine ignores a task that exists already.
+            await ctx.engine.create_task(compensation_spec(
+                task, cid, previous, batch_id=batch["_id"], rollback_id=rollback_id))
         previous = cid
 
 
@@ -572,6 +575,8 @@ async def _rollback_done(
 async def cancel(ctx: BatchContext, batch_id: str) -> None:
     batch = await get_batch(ctx, batch_id)
     if batch["status"] in FINISHED:
+        if batch.get("cancel_requested"):
+            return  # a repeated cancel of the batch it cancelled: harmless
         raise Conflict(f"Batch operation {batch_id} already {batch['status']}")
     await ctx.repo.update(batch_id, {"cancel_requested": True})
     # Pending tasks first (so nothing new starts), then running ones.

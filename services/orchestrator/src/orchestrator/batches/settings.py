@@ -14,7 +14,7 @@ class BatchSettings:
     coordinator_interval_seconds: float = 1.0
     # A batch whose tasks were not all created this long after submission (its
     # submitter died half-way) has the missing ones created by the coordinator.
-    orphan_after_seconds: float = 10.0
+    orphan_after_seconds: float = 60.0
     rollback_wait_seconds: float = 600.0
 
     @classmethod
@@ -25,6 +25,6 @@ class BatchSettings:
             coordinator_interval_seconds=reader.float(
                 "BATCH_COORDINATOR_INTERVAL_SECONDS", 1.0, low=0.05
             ),
-            orphan_after_seconds=reader.float("BATCH_ORPHAN_AFTER_SECONDS", 10.0, low=0.5),
+            orphan_after_seconds=reader.float("BATCH_ORPHAN_AFTER_SECONDS", 60.0, low=0.5),
             rollback_wait_seconds=reader.float("ROLLBACK_WAIT_SECONDS", 600.0, low=1.0),
         )

@@ -56,6 +56,10 @@ _DOC_FLUSH_SECONDS = 1.0
 _CANCEL_POLL_SECONDS = 0.5
 
 
+def _lease_expired(attempt: Document) -> str:
+    return f"Lease expired (worker {attempt.get('worker_id')} stopped heartbeating)"
+
+
 class EventSink(Protocol):
     async def publish(
         self, event_type: str, data: Mapping[str, Any], metadata: Mapping[str, Any] | None = None
@@ -80,6 +84,8 @@ class Run:
     doc_dirty: bool = False
     lines: list[str] = field(default_factory=list)
     handle: asyncio.Task[None] | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    done: bool = False
 
     @property
     def task_id(self) -> str:
@@ -149,7 +155,7 @@ class Engine:
             return "not_found"
         if task["status"] in FINAL_STATUSES:
             return "final"
-        await self.store.update_task(task_id, {"cancel_requested": True, "cancel_reason": reason})
+        await self.store.request_cancel(task_id, reason, utcnow())
         for run in list(self.runs.values()):
             if run.task_id == task_id:
                 run.halt("cancel", reason)
@@ -227,29 +233,33 @@ class Engine:
 
     async def _takeovers(self) -> None:
         now = utcnow()
-        for att in await self.store.expired_attempts(now, self._free() * 2):
+        # Past this, an owner that is still alive has stopped itself (_check_own_leases).
+        long_dead = now - timedelta(seconds=self.settings.lease_seconds)
+        for att in await self.store.expired_attempts(now, self._free() * 2 + 20):
             if self._stopping or self._free() <= 0:
                 return
             if att["_id"] in self.runs:
                 continue
-            task = await self.store.get(att["task_id"])
+            n = int(att["attempt"])
             lease_end = as_utc(att["lease_expires_at"])
-            lost = {"status": ATTEMPT_LOST, "ended_at": lease_end,
-                    "error": f"Lease expired (worker {att.get('worker_id')} stopped heartbeating)"}
-            if task is None:
-                await self.store.close_attempt_if_running(att["_id"], lost)
-                continue
-            final = await self.store.get_final(task["_id"])
-            if final is not None or task["status"] in FINAL_STATUSES:
-                # Its owner finished (maybe just now): close the record only if still open.
-                await self.store.close_attempt_if_running(att["_id"], lost)
-                if final is not None:
+            lost = {"status": ATTEMPT_LOST, "ended_at": lease_end, "error": _lease_expired(att)}
+            task = await self.store.get(att["task_id"])
+            final = await self.store.get_final(att["task_id"]) if task is not None else None
+            superseded = await self.store.existing_attempts([attempt_id(att["task_id"], n + 1)])
+            if task is None or final is not None or superseded:
+                # A stale record. Its owner may still be writing its end (a slow
+                # heartbeat), so only close it once the owner must have given up:
+                # one writer per document (FerretDB updates are read-then-overwrite).
+                if lease_end < long_dead:
+                    await self.store.update_attempt(att["_id"], lost)
+                if task is not None and final is not None and task["status"] != final["status"]:
                     await self._repair(task, final)
                 continue
-            n = int(att["attempt"])
             if effective_attempts(task, n) >= int(task["max_attempts"]):
-                error = (f"Lease of attempt {n} expired (worker stopped); "
-                         f"attempt limit {task['max_attempts']} reached")
+                error = (
+                    f"Lease of attempt {n} expired (worker stopped); "
+                    f"attempt limit {task['max_attempts']} reached"
+                )
                 if await self._finalize(task, FAILED, error):
                     await self.store.update_attempt(att["_id"], lost)
                     slot = await self.store.slot_of_task(task["_id"])
@@ -271,14 +281,15 @@ class Engine:
             deps = await self.store.get_many(
                 d for t in candidates for d in (t.get("dependencies") or [])
             )
+            cancels = await self.store.cancel_requests(t["_id"] for t in candidates)
             now = utcnow()
             for task in candidates:
                 if self._free() <= 0 or self._stopping:
                     return
                 if task.get("not_before") is not None and as_utc(task["not_before"]) > now:
                     continue
-                if task.get("cancel_requested"):
-                    await self._finalize(task, CANCELLED, task.get("cancel_reason") or "Cancelled")
+                if task["_id"] in cancels:
+                    await self._finalize(task, CANCELLED, cancels[task["_id"]])
                     continue
                 if not await self._dependencies_ready(task, deps):
                     continue
@@ -337,40 +348,66 @@ class Engine:
         slot = await self._acquire_slot(task, aid, expires, previous is not None)
         if slot == "":
             return False
-        won = await self.store.claim_attempt({
-            "_id": aid, "task_id": task_id, "attempt": n, "worker_id": self.worker_id,
-            "status": RUNNING, "started_at": now, "ended_at": None, "heartbeat_at": now,
-            "lease_expires_at": expires, "exit_code": None, "error": None,
-        })
+        won = await self.store.claim_attempt(
+            {
+                "_id": aid,
+                "task_id": task_id,
+                "attempt": n,
+                "worker_id": self.worker_id,
+                "status": RUNNING,
+                "started_at": now,
+                "ended_at": None,
+                "heartbeat_at": now,
+                "lease_expires_at": expires,
+                "exit_code": None,
+                "error": None,
+            }
+        )
         if not won:
             if slot and previous is None:
                 await self.store.release_slot(slot, task_id)
             return False
         if previous is not None:
-            await self.store.update_attempt(previous["_id"], {
-                "status": ATTEMPT_LOST, "ended_at": as_utc(previous["lease_expires_at"]),
-                "error": f"Lease expired (worker {previous.get('worker_id')} stopped heartbeating)",
-            })
+            await self.store.update_attempt(
+                previous["_id"],
+                {
+                    "status": ATTEMPT_LOST,
+                    "ended_at": as_utc(previous["lease_expires_at"]),
+                    "error": _lease_expired(previous),
+                },
+            )
         # Re-read: a cancel or a final decision may have landed after we read the task.
         final = await self.store.get_final(task_id)
         fresh = await self.store.get(task_id)
-        if final is not None or fresh is None or fresh.get("cancel_requested"):
-            await self.store.update_attempt(aid, {"status": CANCELLED, "ended_at": utcnow(),
-                                                  "error": "Cancelled before start"})
+        cancel = (await self.store.cancel_requests([task_id])).get(task_id)
+        if final is not None or fresh is None or cancel is not None:
+            await self.store.update_attempt(
+                aid, {"status": CANCELLED, "ended_at": utcnow(), "error": "Cancelled before start"}
+            )
             if slot:
                 await self.store.release_slot(slot, task_id)
             if final is not None and fresh is not None:
                 await self._repair(fresh, final)
             elif fresh is not None:
-                await self._finalize(fresh, CANCELLED, fresh.get("cancel_reason") or "Cancelled")
+                await self._finalize(fresh, CANCELLED, cancel or "Cancelled")
             return False
-        fields = {"status": RUNNING, "attempts": n, "not_before": None, "error": None,
-                  "started_at": fresh.get("started_at") or now}
+        fields = {
+            "status": RUNNING,
+            "attempts": n,
+            "not_before": None,
+            "error": None,
+            "started_at": fresh.get("started_at") or now,
+        }
         await self.store.update_task(task_id, fields)
         fresh.update(fields)
-        run = Run(task=fresh, attempt=n, slot=slot, lease_expires=expires,
-                  output=TailBuffer(self.settings.output_max_bytes),
-                  progress=float(fresh.get("progress") or 0.0))
+        run = Run(
+            task=fresh,
+            attempt=n,
+            slot=slot,
+            lease_expires=expires,
+            output=TailBuffer(self.settings.output_max_bytes),
+            progress=float(fresh.get("progress") or 0.0),
+        )
         self.runs[aid] = run
         metrics.RUNNING_TASKS.inc()
         await self._emit_status(fresh, RUNNING)
@@ -392,12 +429,18 @@ class Engine:
 
         try:
             result = await run_process(
-                argv, env=self._child_env, timeout=float(task["timeout_seconds"]),
-                kill_grace=self.settings.kill_grace_seconds, stop=run.stop,
-                on_output=on_output, on_progress=on_progress,
+                argv,
+                env=self._child_env,
+                timeout=float(task["timeout_seconds"]),
+                kill_grace=self.settings.kill_grace_seconds,
+                stop=run.stop,
+                on_output=on_output,
+                on_progress=on_progress,
             )
             await self._flush_events(run)
-            await self._conclude(run, result)
+            async with run.lock:
+                run.done = True
+                await self._conclude(run, result)
         except Exception:
             log.exception("task %s attempt %s: could not record its end", run.task_id, run.attempt)
         finally:
@@ -415,9 +458,15 @@ class Engine:
         if run.reason == "lost":
             return  # another replica owns the task now; it records everything
         if run.reason == "release":
-            await self.store.update_attempt(run.aid, {"status": ATTEMPT_RELEASED, "ended_at": now,
-                                                      "exit_code": result.exit_code,
-                                                      "error": "Handed back at shutdown"})
+            await self.store.update_attempt(
+                run.aid,
+                {
+                    "status": ATTEMPT_RELEASED,
+                    "ended_at": now,
+                    "exit_code": result.exit_code,
+                    "error": "Handed back at shutdown",
+                },
+            )
             await self.store.increment_released(run.task_id)
             await self.store.update_task(run.task_id, {"status": PENDING, "output": output})
             await self._release(run)
@@ -438,25 +487,50 @@ class Engine:
         else:
             status, retryable = FAILED, True
             last = result.stderr_tail.strip().splitlines()[-1:] if result.stderr_tail else []
-            error = f"Command exited with code {result.exit_code}" + (f": {last[0]}" if last else "")
+            error = f"Command exited with code {result.exit_code}" + (
+                f": {last[0]}" if last else ""
+            )
         failures = int(task.get("failures") or 0) + (1 if status == FAILED else 0)
-        if (retryable and failures <= int(task.get("retries") or 0)
-                and effective_attempts(task, run.attempt) < int(task["max_attempts"])):
+        if (
+            retryable
+            and failures <= int(task.get("retries") or 0)
+            and effective_attempts(task, run.attempt) < int(task["max_attempts"])
+        ):
             delay = backoff_seconds(self.settings.retry_backoff_seconds, failures)
-            await self.store.update_attempt(run.aid, {"status": attempt_status, "ended_at": now,
-                                                      "exit_code": result.exit_code, "error": error})
-            await self.store.update_task(run.task_id, {
-                "status": PENDING, "failures": failures, "output": output, "error": error,
-                "not_before": now + timedelta(seconds=delay),
-            })
+            await self.store.update_attempt(
+                run.aid,
+                {
+                    "status": attempt_status,
+                    "ended_at": now,
+                    "exit_code": result.exit_code,
+                    "error": error,
+                },
+            )
+            await self.store.update_task(
+                run.task_id,
+                {
+                    "status": PENDING,
+                    "failures": failures,
+                    "output": output,
+                    "error": error,
+                    "not_before": now + timedelta(seconds=delay),
+                },
+            )
             await self._release(run)
             await self._emit_status(task, PENDING)
             return
-        attempt_fields = {"status": attempt_status, "ended_at": now,
-                          "exit_code": result.exit_code, "error": error}
-        extra: dict[str, Any] = {"output": output, "failures": failures,
-                                 "progress": 100.0 if status == COMPLETED else run.progress,
-                                 "current_step": run.current_step}
+        attempt_fields = {
+            "status": attempt_status,
+            "ended_at": now,
+            "exit_code": result.exit_code,
+            "error": error,
+        }
+        extra: dict[str, Any] = {
+            "output": output,
+            "failures": failures,
+            "progress": 100.0 if status == COMPLETED else run.progress,
+            "current_step": run.current_step,
+        }
         await self._finalize(task, status, error, attempt=(run.aid, attempt_fields), extra=extra)
         await self._release(run)
         started = task.get("started_at")
@@ -480,10 +554,15 @@ class Engine:
         """Decide the task's final status; False when someone else decided first."""
         task_id = str(task["_id"])
         now = utcnow()
-        won = await self.store.claim_final({
-            "_id": task_id, "status": status, "error": error, "completed_at": now,
-            "worker_id": self.worker_id,
-        })
+        won = await self.store.claim_final(
+            {
+                "_id": task_id,
+                "status": status,
+                "error": error,
+                "completed_at": now,
+                "worker_id": self.worker_id,
+            }
+        )
         if attempt is not None:
             await self.store.update_attempt(attempt[0], dict(attempt[1]))
         if not won:
@@ -507,37 +586,56 @@ class Engine:
         self, task: Document, final: Document, extra: Mapping[str, Any] | None = None
     ) -> None:
         """The final decision is the truth; a late write (Running) is overwritten."""
-        fields = {"status": final["status"], "error": final.get("error"),
-                  "completed_at": final.get("completed_at"), **(extra or {})}
+        fields = {
+            "status": final["status"],
+            "error": final.get("error"),
+            "completed_at": final.get("completed_at"),
+            **(extra or {}),
+        }
         await self.store.update_task(str(task["_id"]), fields)
 
     # ----------------------------------------------------------------- events
     async def _emit_status(self, task: Document, status: str) -> None:
         data = {"task_id": task["_id"], "status": wire_status(status)}
         metadata = {
-            **data, "task_status": status, "name": task.get("name"),
-            "batch_id": task.get("batch_id"), "operation_id": task.get("operation_id"),
-            "kind": task.get("kind"), "error": task.get("error") if status != RUNNING else None,
+            **data,
+            "task_status": status,
+            "name": task.get("name"),
+            "batch_id": task.get("batch_id"),
+            "operation_id": task.get("operation_id"),
+            "kind": task.get("kind"),
+            "error": task.get("error") if status != RUNNING else None,
         }
         await self._publish("TaskStatusChanged", data, metadata)
 
-    async def _publish(self, event_type: str, data: Mapping[str, Any],
-                       metadata: Mapping[str, Any]) -> None:
+    async def _publish(
+        self, event_type: str, data: Mapping[str, Any], metadata: Mapping[str, Any]
+    ) -> None:
         try:
             await self.sink.publish(event_type, data, metadata)
         except Exception:
             log.exception("could not publish %s", event_type)
 
     async def _flush_events(self, run: Run) -> None:
-        meta = {"task_id": run.task_id, "batch_id": run.task.get("batch_id"),
-                "operation_id": run.task.get("operation_id")}
+        meta = {
+            "task_id": run.task_id,
+            "batch_id": run.task.get("batch_id"),
+            "operation_id": run.task.get("operation_id"),
+        }
         if run.lines:
             lines, run.lines = run.lines[:_OUTPUT_EVENT_LINES], run.lines[_OUTPUT_EVENT_LINES:]
             await self._publish("TaskOutput", {"task_id": run.task_id, "lines": lines}, meta)
         if run.progress_dirty:
             run.progress_dirty = False
-            await self._publish("TaskProgress", {"task_id": run.task_id, "progress": run.progress,
-                                                 "current_step": run.current_step}, meta)
+            await self._publish(
+                "TaskProgress",
+                {
+                    "task_id": run.task_id,
+                    "progress": run.progress,
+                    "current_step": run.current_step,
+                },
+                meta,
+            )
 
     # ------------------------------------------------------------ maintenance
     async def _maintenance(self) -> None:
@@ -578,31 +676,32 @@ class Engine:
             self._check_own_leases()
 
     async def _poll_cancels(self) -> None:
-        wanted = await self.store.cancel_requested({r.task_id for r in self.runs.values()})
+        wanted = await self.store.cancel_requests(r.task_id for r in self.runs.values())
         for run in list(self.runs.values()):
             if run.task_id in wanted and run.reason is None:
-                task = await self.store.get(run.task_id)
-                run.halt("cancel", (task or {}).get("cancel_reason") or "Cancelled")
+                run.halt("cancel", wanted[run.task_id])
 
     async def _flush_docs(self) -> None:
         for run in list(self.runs.values()):
-            if run.doc_dirty and run.reason is None:
-                run.doc_dirty = False
-                await self.store.update_task(run.task_id, {
-                    "output": run.output.text() or None, "progress": run.progress,
-                    "current_step": run.current_step,
-                })
+            async with run.lock:  # one writer of the task document at a time
+                if run.doc_dirty and not run.done:
+                    run.doc_dirty = False
+                    await self.store.update_task(
+                        run.task_id,
+                        {
+                            "output": run.output.text() or None,
+                            "progress": run.progress,
+                            "current_step": run.current_step,
+                        },
+                    )
 
     async def _heartbeat(self) -> None:
-        runs = [r for r in self.runs.values() if r.reason != "lost"]
+        runs = [r for r in self.runs.values() if r.reason != "lost" and not r.done]
         if not runs:
             return
         now = utcnow()
         expires = now + timedelta(seconds=self.settings.lease_seconds)
-        await self.store.renew_leases([r.aid for r in runs], expires, now)
-        await self.store.renew_slots([r.slot for r in runs if r.slot], expires)
-        for run in runs:
-            run.lease_expires = expires
+        await asyncio.gather(*(self._renew(run, now, expires) for run in runs))
         # Someone inserted our next attempt: our lease was considered dead; stop at once.
         successors = await self.store.existing_attempts(
             [attempt_id(r.task_id, r.attempt + 1) for r in runs]
@@ -611,6 +710,17 @@ class Engine:
             if attempt_id(run.task_id, run.attempt + 1) in successors:
                 log.warning("attempt %s was taken over; stopping it", run.aid)
                 run.halt("lost")
+
+    async def _renew(self, run: Run, now: datetime, expires: datetime) -> None:
+        # Under the run's lock: the attempt's end is written under it too, and a
+        # concurrent renewal would overwrite it on FerretDB (read-then-overwrite).
+        async with run.lock:
+            if run.done:
+                return
+            await self.store.renew_leases([run.aid], expires, now)
+            if run.slot:
+                await self.store.renew_slots([run.slot], expires)
+            run.lease_expires = expires
 
     def _check_own_leases(self) -> None:
         """If renewals keep failing, stop before another replica takes over."""

@@ -1,4 +1,5 @@
-"""The contract's task metrics (``orchestrator_tasks_total``, ``orchestrator_task_duration_seconds``)."""
+"""The contract's task metrics: ``orchestrator_tasks_total`` and
+``orchestrator_task_duration_seconds``."""
 
 from __future__ import annotations
 

@@ -102,8 +102,6 @@ def task_document(spec: TaskSpec, defaults: Defaults, now: datetime) -> dict[str
         "max_attempts": spec.max_attempts or defaults.max_attempts,
         "retries": max(0, spec.retries),
         "not_before": None,
-        "cancel_requested": False,
-        "cancel_reason": None,
         "metadata": dict(spec.metadata) if spec.metadata else None,
     }
 

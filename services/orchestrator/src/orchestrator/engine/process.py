@@ -84,9 +84,7 @@ def _kill_group(pid: int, sig: int) -> None:
         os.killpg(pid, sig)
 
 
-async def _pump(
-    stream: asyncio.StreamReader, on_line: LineCallback
-) -> None:
+async def _pump(stream: asyncio.StreamReader, on_line: LineCallback) -> None:
     pending = b""
     while True:
         chunk = await stream.read(65536)
@@ -110,7 +108,7 @@ async def run_process(
     argv: Sequence[str],
     *,
     env: Mapping[str, str],
-    timeout: float,
+    timeout: float,  # noqa: ASYNC109 - the CLI's own time limit, enforced here
     kill_grace: float,
     stop: asyncio.Event,
     on_output: LineCallback,
@@ -127,14 +125,16 @@ async def run_process(
             stderr=asyncio.subprocess.PIPE,
             env=dict(env),
             start_new_session=True,  # own process group: signals reach every child
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - async-signal-safe prctl only
+            preexec_fn=_die_with_parent,
             close_fds=True,
         )
     except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
         reason = "not found" if isinstance(exc, FileNotFoundError) else "not executable"
         return ProcessResult(None, False, False, f"Provisioning CLI {reason}: {argv[0]}", "")
     except OSError as exc:
-        return ProcessResult(None, False, False, f"Cannot start provisioning CLI: {exc.strerror}", "")
+        return ProcessResult(
+            None, False, False, f"Cannot start provisioning CLI: {exc.strerror}", ""
+        )
     if on_started is not None:
         await on_started(proc.pid)
 
@@ -149,14 +149,16 @@ async def run_process(
         stderr_tail.append(line + "\n")
         on_output(line + "\n")
 
-    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout is not None
+    assert proc.stderr is not None
     pumps = asyncio.gather(_pump(proc.stdout, stdout_line), _pump(proc.stderr, stderr_line))
     waiter = asyncio.ensure_future(proc.wait())
     stopper = asyncio.ensure_future(stop.wait())
     timed_out = cancelled = False
     try:
-        done, _ = await asyncio.wait({waiter, stopper}, timeout=timeout,
-                                     return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(
+            {waiter, stopper}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
         if waiter not in done:
             timed_out = not done
             cancelled = not timed_out

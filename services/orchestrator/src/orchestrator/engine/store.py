@@ -38,6 +38,7 @@ class TaskStore:
         self.attempts_col = db["task_attempts"]
         self.finals = db["task_finals"]
         self.slots = db["task_slots"]
+        self.cancels = db["task_cancels"]
 
     async def ensure_indexes(self) -> None:
         await ensure_indexes(self.tasks, TASK_INDEXES)
@@ -73,9 +74,13 @@ class TaskStore:
             query["batch_id"] = batch_id
         return query
 
-    async def list(
-        self, *, status: str | None = None, batch_id: str | None = None,
-        limit: int = 50, offset: int = 0,
+    async def list_tasks(
+        self,
+        *,
+        status: str | None = None,
+        batch_id: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
     ) -> list[Document]:
         cursor = (
             self.tasks.find(self._filter(status, batch_id))
@@ -109,12 +114,18 @@ class TaskStore:
         # Only the attempt owner hands its task back, so this has one writer.
         await self.tasks.update_one({"_id": task_id}, {"$inc": {"released": 1}})
 
-    async def cancel_requested(self, task_ids: Iterable[str]) -> set[str]:
-        ids = list(task_ids)
+    # Cancel requests live in their own collection (``task_cancels``, ``_id`` = task id):
+    # on FerretDB an update is read-then-overwrite, so a second writer on the task
+    # document could undo the owner's status write.
+    async def request_cancel(self, task_id: str, reason: str, now: datetime) -> None:
+        await claim(self.cancels, {"_id": task_id, "reason": reason, "requested_at": now})
+
+    async def cancel_requests(self, task_ids: Iterable[str]) -> dict[str, str]:
+        ids = list(set(task_ids))
         if not ids:
-            return set()
-        cursor = self.tasks.find({"_id": {"$in": ids}, "cancel_requested": True}, {"_id": 1})
-        return {d["_id"] async for d in cursor}
+            return {}
+        cursor = self.cancels.find({"_id": {"$in": ids}})
+        return {d["_id"]: str(d.get("reason") or "Cancelled") async for d in cursor}
 
     # --------------------------------------------------------------- attempts
     async def claim_attempt(self, doc: Document) -> bool:
@@ -130,10 +141,6 @@ class TaskStore:
     async def update_attempt(self, aid: str, fields: Mapping[str, Any]) -> None:
         await self.attempts_col.update_one({"_id": aid}, {"$set": dict(fields)})
 
-    async def close_attempt_if_running(self, aid: str, fields: Mapping[str, Any]) -> None:
-        """Cosmetic, uncontested: a record nobody owns any more."""
-        await self.attempts_col.update_one({"_id": aid, "status": RUNNING}, {"$set": dict(fields)})
-
     async def renew_leases(self, aids: Sequence[str], expires: datetime, now: datetime) -> None:
         if aids:
             await self.attempts_col.update_many(
@@ -148,9 +155,11 @@ class TaskStore:
         return {d["_id"] async for d in cursor}
 
     async def expired_attempts(self, now: datetime, limit: int) -> list[Document]:
-        cursor = self.attempts_col.find(
-            {"status": RUNNING, "lease_expires_at": {"$lt": now}}
-        ).limit(limit)
+        cursor = (
+            self.attempts_col.find({"status": RUNNING, "lease_expires_at": {"$lt": now}})
+            .sort("lease_expires_at", ASCENDING)
+            .limit(limit)
+        )
         return [d async for d in cursor]
 
     # ----------------------------------------------------------------- finals

@@ -13,11 +13,13 @@ from aiohttp import WSCloseCode, web
 
 from provisioning_common.envelope import format_timestamp
 from provisioning_common.errors import ApiError, BadRequest
+from provisioning_common.openapi import api_doc
 from provisioning_common.remote_auth import Principal
 from provisioning_common.timeutil import utcnow
 from provisioning_common.tokens import bearer_token
 
 from ..auth import authenticate_token
+from ..metrics import WS_CONNECTIONS
 from .settings import HUB, REPOSITORY, WS_SETTINGS
 
 routes = web.RouteTableDef()
@@ -35,7 +37,9 @@ def _parse(request: web.Request) -> tuple[list[str] | None, str | None]:
     if raw is not None:
         types = [t.strip() for t in raw.split(",") if t.strip()]
         if not types or len(types) > 20 or not all(_EVENT_TYPE.match(t) for t in types):
-            raise BadRequest("Query parameter 'events' must be a comma-separated list of event types")
+            raise BadRequest(
+                "Query parameter 'events' must be a comma-separated list of event types"
+            )
     since = request.query.get("since")
     if since is not None and not _EVENT_ID.match(since):
         raise BadRequest("Query parameter 'since' must be an event id")
@@ -49,14 +53,21 @@ async def _authenticate(request: web.Request) -> Principal:
     principal = await authenticate_token(request.app, token)
     from ..auth.core import AUTH
 
-    decision = await request.app[AUTH].decide(principal, "read", "events:*",
-                                              {"method": "GET", "path": "/ws"})
+    decision = await request.app[AUTH].decide(
+        principal, "read", "tasks:*", {"method": "GET", "path": "/ws"}
+    )
     if not decision.allowed:
         raise ApiError("Permission denied")
     return principal
 
 
 @routes.get("/ws")
+@api_doc(
+    summary="WebSocket event stream (?token=, ?events=, ?since=)",
+    tags=["events"],
+    auth=False,
+    responses={101: "Switching protocols; closes 1008 on a bad token"},
+)
 async def websocket(request: web.Request) -> web.StreamResponse:
     types, since = _parse(request)
     settings = request.app[WS_SETTINGS]
@@ -70,6 +81,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         return ws
     hub = request.app[HUB]
     sub = hub.add()
+    WS_CONNECTIONS.inc()
     wanted = set(types) if types else None
     sent: set[str] = set()
     last_replayed = ""
@@ -90,26 +102,38 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
     finally:
+        WS_CONNECTIONS.dec()
         hub.remove(sub)
         if not ws.closed:
             await ws.close()
     return ws
 
 
-async def _pump(request: web.Request, ws: web.WebSocketResponse, sub: Any,
-                wanted: set[str] | None, sent: set[str], last_replayed: str,
-                principal: Principal) -> None:
+async def _pump(
+    request: web.Request,
+    ws: web.WebSocketResponse,
+    sub: Any,
+    wanted: set[str] | None,
+    sent: set[str],
+    last_replayed: str,
+    principal: Principal,
+) -> None:
     settings = request.app[WS_SETTINGS]
     overflow = asyncio.create_task(sub.overflowed.wait())
     try:
         while not ws.closed:
             getter = asyncio.create_task(sub.queue.get())
-            done, _ = await asyncio.wait({getter, overflow}, timeout=settings.heartbeat_seconds,
-                                         return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                {getter, overflow},
+                timeout=settings.heartbeat_seconds,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
             if getter not in done:
                 getter.cancel()
             if overflow in done:
-                await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"Too slow, events dropped")
+                await ws.close(
+                    code=WSCloseCode.TRY_AGAIN_LATER, message=b"Too slow, events dropped"
+                )
                 return
             if getter in done:
                 event = getter.result()
@@ -122,14 +146,25 @@ async def _pump(request: web.Request, ws: web.WebSocketResponse, sub: Any,
                 continue
             # Idle: heartbeat, and make sure the token still holds (revocation, expiry).
             try:
-                await authenticate_token(request.app, request.query.get("token") or
-                                         bearer_token(request.headers.get("Authorization")) or "")
+                await authenticate_token(
+                    request.app,
+                    request.query.get("token")
+                    or bearer_token(request.headers.get("Authorization"))
+                    or "",
+                )
             except ApiError:
                 await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"Token no longer valid")
                 return
-            await ws.send_str(json.dumps({"event_type": "Heartbeat",
-                                          "timestamp": format_timestamp(utcnow()),
-                                          "data": {}, "metadata": {"user": principal.username}}))
+            await ws.send_str(
+                json.dumps(
+                    {
+                        "event_type": "Heartbeat",
+                        "timestamp": format_timestamp(utcnow()),
+                        "data": {},
+                        "metadata": {"user": principal.username},
+                    }
+                )
+            )
     finally:
         overflow.cancel()
 

@@ -103,7 +103,7 @@ async def execute(
     await _refuse_if_busy(ctx, {str(e["batch_id"]) for e in pending if e.get("batch_id")})
     if checkpoint_id is not None:
         # Nothing started after the checkpoint may be running either.
-        await _refuse_if_busy(ctx, set(await ctx.batches.running_ids()))
+        await _refuse_if_busy(ctx, set(await ctx.batches.active_ids()))
 
     rollback_id = str(uuid.uuid4())
     now = utcnow()
@@ -192,7 +192,9 @@ async def restore(ctx: RollbackContext, checkpoint_id: str) -> str:
     checkpoint = await ctx.repo.get_checkpoint(checkpoint_id, with_state=True)
     if checkpoint is None:
         raise NotFound(f"Checkpoint {checkpoint_id} not found")
-    await _refuse_if_busy(ctx, {b["_id"] for b in await ctx.batches.all()})
+    busy = await ctx.batches.active_ids()  # running, or rolling back
+    if busy:
+        raise Conflict(f"Batch {sorted(busy)[0]} is running; try again when it has finished")
     recorded: list[Mapping[str, Any]] = list((checkpoint.get("state") or {}).get("batches") or [])
     keep = {b["_id"] for b in recorded}
     removed = [b["_id"] for b in await ctx.batches.all() if b["_id"] not in keep]

@@ -1,7 +1,7 @@
 """Tasks feature: runs the engine in this replica (``app[ENGINE]``) and serves ``/tasks``.
 
-    from orchestrator.tasks import ENGINE
-    engine = request.app[ENGINE]        # see services/orchestrator/ENGINE_API.md
+from orchestrator.tasks import ENGINE
+engine = request.app[ENGINE]        # see services/orchestrator/ENGINE_API.md
 """
 
 from __future__ import annotations

@@ -8,16 +8,19 @@ from aiohttp import web
 
 from provisioning_common.envelope import ok
 from provisioning_common.errors import Conflict, NotFound
+from provisioning_common.openapi import api_doc
 from provisioning_common.pagination import Page, paginated
 from provisioning_common.validation import load_query
 
 from ..auth import authorize
 from .keys import ENGINE
-from .schemas import TaskQuery, attempt_view, task_view
+from .schemas import AttemptView, TaskFilter, TaskQuery, TaskView, attempt_view, task_view
 
 routes = web.RouteTableDef()
 
-_TASK_ID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_TASK_ID = re.compile(
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+)
 
 
 async def _task_id(request: web.Request, action: str) -> str:
@@ -31,17 +34,25 @@ async def _task_id(request: web.Request, action: str) -> str:
 
 
 @routes.get("/tasks")
+@api_doc(
+    summary="List tasks, newest first",
+    tags=["tasks"],
+    query=TaskFilter,
+    response=TaskView,
+    many=True,
+)
 async def list_tasks(request: web.Request) -> web.Response:
     await authorize(request, "read", "tasks:*")
     query = load_query(request, TaskQuery())
     page = Page(limit=query["limit"], offset=query["offset"])
     store = request.app[ENGINE].store
-    items = await store.list(status=query.get("status"), limit=page.limit, offset=page.offset)
+    items = await store.list_tasks(status=query.get("status"), limit=page.limit, offset=page.offset)
     total = await store.count(status=query.get("status"))
     return paginated(request, [task_view(d) for d in items], total, page)
 
 
 @routes.get("/tasks/{id}")
+@api_doc(summary="Get a task", tags=["tasks"], response=TaskView)
 async def get_task(request: web.Request) -> web.Response:
     task_id = await _task_id(request, "read")
     doc = await request.app[ENGINE].store.get(task_id)
@@ -51,6 +62,12 @@ async def get_task(request: web.Request) -> web.Response:
 
 
 @routes.get("/tasks/{id}/attempts")
+@api_doc(
+    summary="A task's attempts (claims, takeovers, retries)",
+    tags=["tasks"],
+    response=AttemptView,
+    responses={200: "The attempts, oldest first"},
+)
 async def get_attempts(request: web.Request) -> web.Response:
     task_id = await _task_id(request, "read")
     store = request.app[ENGINE].store
@@ -60,6 +77,11 @@ async def get_attempts(request: web.Request) -> web.Response:
 
 
 @routes.post("/tasks/{id}/cancel")
+@api_doc(
+    summary="Cancel a task (Pending: at once; Running: SIGTERM then SIGKILL)",
+    tags=["tasks"],
+    responses={409: "The task has already finished"},
+)
 async def cancel_task(request: web.Request) -> web.Response:
     task_id = await _task_id(request, "cancel")
     result = await request.app[ENGINE].cancel(task_id, reason="Cancelled by user")

@@ -12,8 +12,11 @@ from provisioning_common.pagination import MAX_LIMIT
 from ..engine import STATUSES
 
 
-class TaskQuery(Schema):
+class TaskFilter(Schema):
     status = fields.String(validate=validate.OneOf(STATUSES))
+
+
+class TaskQuery(TaskFilter):
     limit = fields.Integer(validate=validate.Range(1, MAX_LIMIT), load_default=50)
     offset = fields.Integer(validate=validate.Range(0, 10**9), load_default=0)
 
@@ -52,8 +55,20 @@ class AttemptView(Schema):
 
 
 _TASK_FIELDS = (
-    "name", "command", "args", "dependencies", "status", "created_at", "started_at",
-    "completed_at", "output", "error", "current_step", "batch_id", "operation_id", "kind",
+    "name",
+    "command",
+    "args",
+    "dependencies",
+    "status",
+    "created_at",
+    "started_at",
+    "completed_at",
+    "output",
+    "error",
+    "current_step",
+    "batch_id",
+    "operation_id",
+    "kind",
 )
 
 
@@ -67,6 +82,15 @@ def task_view(doc: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def attempt_view(doc: Mapping[str, Any]) -> dict[str, Any]:
-    keys = ("task_id", "attempt", "worker_id", "status", "started_at", "ended_at",
-            "lease_expires_at", "exit_code", "error")
+    keys = (
+        "task_id",
+        "attempt",
+        "worker_id",
+        "status",
+        "started_at",
+        "ended_at",
+        "lease_expires_at",
+        "exit_code",
+        "error",
+    )
     return {"id": doc["_id"], **{k: doc.get(k) for k in keys}}

@@ -39,7 +39,8 @@ def taskserv_spec(body: Mapping[str, Any]) -> TaskSpec:
         args=(name, *_common_args(body)),
         kind=f"taskserv.{op}",
         compensation=Compensation(("taskserv", "delete"), (name, *_identity(body)))
-        if op == "create" else None,
+        if op == "create"
+        else None,
     )
 
 
@@ -51,5 +52,6 @@ def cluster_spec(body: Mapping[str, Any]) -> TaskSpec:
         args=(name, *_common_args(body)),
         kind=f"cluster.{op}",
         compensation=Compensation(("cluster", "delete"), (name, *_identity(body)))
-        if op == "create" else None,
+        if op == "create"
+        else None,
     )

@@ -14,8 +14,10 @@ class IdempotencyRepository:
         self.keys = db["idempotency_keys"]
 
     async def claim(self, key_id: str, body_hash: str, task_id: str) -> bool:
-        return await claim(self.keys, {"_id": key_id, "body_hash": body_hash, "task_id": task_id,
-                                       "created_at": utcnow()})
+        return await claim(
+            self.keys,
+            {"_id": key_id, "body_hash": body_hash, "task_id": task_id, "created_at": utcnow()},
+        )
 
     async def get(self, key_id: str) -> Document | None:
         return await self.keys.find_one({"_id": key_id})

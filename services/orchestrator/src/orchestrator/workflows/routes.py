@@ -9,6 +9,7 @@ from aiohttp import web
 from marshmallow import Schema
 
 from provisioning_common.envelope import ok
+from provisioning_common.openapi import api_doc
 from provisioning_common.validation import load_body
 
 from ..auth import authorize
@@ -33,25 +34,57 @@ async def _submit(
     verb, resource = action(body)
     principal = await authorize(request, verb, resource)
     task_id = await submit(
-        request.app[ENGINE], request.app[IDEMPOTENCY], build(body),
-        path=request.path, body=body, user=principal.sub, idempotency_key=key,
+        request.app[ENGINE],
+        request.app[IDEMPOTENCY],
+        build(body),
+        path=request.path,
+        body=body,
+        user=principal.sub,
+        idempotency_key=key,
     )
     return ok(task_id)
 
 
 @routes.post("/workflows/servers/create")
+@api_doc(
+    summary="Submit a server creation workflow; data is the task id",
+    tags=["workflows"],
+    body=ServersCreate,
+    responses={409: "Idempotency-Key reused with a different body"},
+)
 async def servers_create(request: web.Request) -> web.Response:
-    return await _submit(request, ServersCreate(), lambda b: ("create", f"servers:{b['infra']}"),
-                         servers_spec)
+    return await _submit(
+        request, ServersCreate(), lambda b: ("create", f"servers:{b['infra']}"), servers_spec
+    )
 
 
 @routes.post("/workflows/taskserv/create")
+@api_doc(
+    summary="Submit a task service workflow; data is the task id",
+    tags=["workflows"],
+    body=TaskservCreate,
+    responses={409: "Idempotency-Key reused with a different body"},
+)
 async def taskserv_create(request: web.Request) -> web.Response:
-    return await _submit(request, TaskservCreate(),
-                         lambda b: (b["operation"], f"taskservs:{b['taskserv']}"), taskserv_spec)
+    return await _submit(
+        request,
+        TaskservCreate(),
+        lambda b: (b["operation"], f"taskservs:{b['taskserv']}"),
+        taskserv_spec,
+    )
 
 
 @routes.post("/workflows/cluster/create")
+@api_doc(
+    summary="Submit a cluster workflow; data is the task id",
+    tags=["workflows"],
+    body=ClusterCreate,
+    responses={409: "Idempotency-Key reused with a different body"},
+)
 async def cluster_create(request: web.Request) -> web.Response:
-    return await _submit(request, ClusterCreate(),
-                         lambda b: (b["operation"], f"clusters:{b['cluster_type']}"), cluster_spec)
+    return await _submit(
+        request,
+        ClusterCreate(),
+        lambda b: (b["operation"], f"clusters:{b['cluster_type']}"),
+        cluster_spec,
+    )

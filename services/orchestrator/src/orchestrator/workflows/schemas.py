@@ -11,7 +11,9 @@ from marshmallow import Schema, ValidationError, fields, validate
 # flags, no '/' keeps settings from escaping the working directory.
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 OPERATIONS = ("create", "delete", "update")
-_NAME_ERROR = "Must start with a letter or digit and contain only letters, digits, '.', '_' or '-' (max 128)"
+_NAME_ERROR = (
+    "Must start with a letter or digit and contain only letters, digits, '.', '_' or '-' (max 128)"
+)
 
 
 class StrictBoolean(fields.Boolean):
