@@ -141,7 +141,7 @@ def test_bench_tasks(
         submitted = list(pool.map(lambda i: _submit(orch.url, headers, i), range(N_TASKS)))
     while _count(orch.url, headers, "Completed") < N_TASKS:
         assert time.perf_counter() - started < 600, "bench tasks did not complete"
-        time.sleep(0.05)
+        time.sleep(0.25)
     e2e = N_TASKS / (time.perf_counter() - started)
     print(f"\n[bench] e2e {e2e:.1f} tasks/s, raw {raw:.1f} spawns/s", flush=True)
     # 2. submit → Running at a rate below capacity

@@ -358,14 +358,13 @@ async def test_parallel_limit_holds_across_replicas(
         assert (await a.wait(batch_id, timeout=60))["status"] == "Completed"
         calls = read_log(a.log) + read_log(b.log)
         assert len(calls) == 10
-        assert read_log(a.log)
-        assert read_log(b.log)  # both replicas ran some
+        # Which replica runs what is up to their claims; the limit holds for the sum.
         points = sorted([(c["start"], 1) for c in calls] + [(c["end"], -1) for c in calls])
         running = peak = 0
         for _, delta in points:
             running += delta
             peak = max(peak, running)
-        assert peak <= 2
+        assert peak == 2
     finally:
         for s in [*stop_a, *stop_b]:
             await s.stop()

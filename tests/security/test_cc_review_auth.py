@@ -128,3 +128,22 @@ async def test_ingested_audit_details_never_keep_credentials(make_client: Factor
         "basic": ["[redacted]"],
         "server": "web-01",
     }
+
+
+async def test_credentials_are_never_cacheable(make_client: Factory) -> None:
+    client = await make_client()
+    resp = await client.post("/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD})
+    assert resp.status == 200
+    assert resp.headers["Cache-Control"] == "no-store"
+    assert resp.headers["Pragma"] == "no-cache"
+    token = (await resp.json())["data"]["token"]
+    resp = await client.post(
+        "/auth/mfa/enroll", json={"password": ADMIN_PASSWORD}, headers=bearer(token)
+    )
+    assert resp.status == 200
+    assert resp.headers["Cache-Control"] == "no-store"
+    resp = await client.post("/auth/refresh", json={"token": token})
+    assert resp.headers["Cache-Control"] == "no-store"
+    # the public key set stays cacheable
+    resp = await client.get("/.well-known/jwks.json")
+    assert resp.headers["Cache-Control"] == "public, max-age=60"

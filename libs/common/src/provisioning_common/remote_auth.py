@@ -29,7 +29,7 @@ from redis.asyncio import Redis
 from .errors import ServiceUnavailable, Unauthorized
 from .events import POLICIES_CHANNEL, REVOCATIONS_CHANNEL, EventBus
 from .policy import Decision, PolicyEngine, policy_from_document
-from .tokens import TokenClaims, TokenError, UnknownKeyError, decode_token
+from .tokens import TokenClaims, TokenError, decode_token, unverified_kid
 
 log = logging.getLogger(__name__)
 
@@ -75,45 +75,43 @@ class _ControlCenter:
 
 
 class JwksCache:
-    def __init__(self, cc: _ControlCenter, *, min_refresh_interval: float = 2.0) -> None:
+    """Public keys by ``kid``. An unknown ``kid`` triggers a refetch (key rotation),
+    at most one per ``min_refresh_interval``: forged kids cannot hammer the control
+    center, they only wait for the next allowed fetch."""
+
+    def __init__(self, cc: _ControlCenter, *, min_refresh_interval: float = 0.5) -> None:
         self.cc = cc
         self.keys: dict[str, Any] = {}
         self.min_refresh_interval = min_refresh_interval
-        self._last_refresh = 0.0
+        self._last_refresh = -1e9
         self._lock = asyncio.Lock()
 
-    async def refresh(self, *, force: bool = False) -> None:
+    async def refresh(self, wanted_kid: str | None = None) -> None:
         async with self._lock:
-            now = time.monotonic()
-            if not force and self.keys and now - self._last_refresh < self.min_refresh_interval:
-                return
+            if wanted_kid is not None and wanted_kid in self.keys:
+                return  # fetched meanwhile by a concurrent request
+            wait = self.min_refresh_interval - (time.monotonic() - self._last_refresh)
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._last_refresh = time.monotonic()
             status, body = await self.cc.request("GET", "/.well-known/jwks.json")
             if status != 200 or not isinstance(body, dict):
                 raise ValueError(f"JWKS answered {status}")
-            keys = {
+            self.keys = {
                 k["kid"]: k
                 for k in body.get("keys", [])
                 if isinstance(k, dict) and isinstance(k.get("kid"), str) and k.get("kty") == "RSA"
             }
-            self.keys = keys
-            self._last_refresh = now
 
     async def decode(self, token: str, *, issuer: str, audience: str, typ: str) -> TokenClaims:
-        if not self.keys:
-            await self._refresh_or_503()
-        try:
-            return decode_token(
-                token, self.keys, issuer=issuer, audience=audience, expected_typ=typ
-            )
-        except UnknownKeyError:
-            await self._refresh_or_503()  # a rotated key: fetch the set once more
-            return decode_token(
-                token, self.keys, issuer=issuer, audience=audience, expected_typ=typ
-            )
+        kid = unverified_kid(token)
+        if kid not in self.keys:
+            await self._refresh_or_503(kid)  # first use, or a rotated key
+        return decode_token(token, self.keys, issuer=issuer, audience=audience, expected_typ=typ)
 
-    async def _refresh_or_503(self) -> None:
+    async def _refresh_or_503(self, kid: str) -> None:
         try:
-            await self.refresh()
+            await self.refresh(kid)
         except _CC_ERRORS as exc:
             if not self.keys:
                 raise ControlCenterUnavailable() from exc

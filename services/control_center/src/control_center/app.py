@@ -56,6 +56,7 @@ def create_app(settings: Settings) -> web.Application:
     app = create_base_app(settings.common)
     app[SETTINGS] = settings
     app.cleanup_ctx.append(control_center_ctx)  # after the base storage context
+    app.on_response_prepare.append(_no_store)
     add_operational_routes(
         app,
         health_message="Control center is healthy",
@@ -65,6 +66,13 @@ def create_app(settings: Settings) -> web.Application:
         app.router.add_routes(table)
     add_openapi_routes(app, "Provisioning control center", "1.0.0")
     return app
+
+
+async def _no_store(request: web.Request, response: web.StreamResponse) -> None:
+    """Tokens, TOTP secrets and user data must not sit in a shared or browser cache
+    (RFC 6749 §5.1); a handler that allows caching (the JWKS) says so itself."""
+    response.headers.setdefault("Cache-Control", "no-store")
+    response.headers.setdefault("Pragma", "no-cache")
 
 
 async def control_center_ctx(app: web.Application) -> AsyncIterator[None]:

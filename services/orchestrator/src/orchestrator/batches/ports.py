@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import cast
-
 from aiohttp import web
 
 from orchestrator.engine import Engine, TaskStore
@@ -22,5 +20,4 @@ def publisher_of(app: web.Application) -> EventPublisher:
 
 async def batch_tasks(store: TaskStore, batch_id: str) -> list[Document]:
     """The tasks of a batch (run and compensation tasks), oldest first."""
-    # cast: the store's annotation names ``list`` inside a class with a ``list`` method.
-    return cast("list[Document]", await store.find_by_batch(batch_id))
+    return await store.find_by_batch(batch_id)

@@ -270,11 +270,12 @@ class Engine:
                 metrics.TAKEOVERS.inc()
 
     async def _claim_pending(self) -> None:
+        # Small pages sized by the free capacity keep each tick cheap; further pages
+        # are read only when the first ones hold tasks that cannot start yet.
         offset = 0
-        page = self.settings.scan_limit
-        while self._free() > 0 and not self._stopping and offset < page * 10:
-            candidates = await self.store.pending_candidates(page + offset)
-            candidates = candidates[offset:]
+        page = min(self.settings.scan_limit, max(20, self._free() * 4))
+        while self._free() > 0 and not self._stopping and offset < self.settings.scan_limit * 10:
+            candidates = await self.store.pending_candidates(page, offset)
             if not candidates:
                 return
             offset += len(candidates)
@@ -283,9 +284,10 @@ class Engine:
             )
             cancels = await self.store.cancel_requests(t["_id"] for t in candidates)
             now = utcnow()
+            starting: list[Awaitable[bool]] = []
             for task in candidates:
-                if self._free() <= 0 or self._stopping:
-                    return
+                if self._free() - len(starting) <= 0 or self._stopping:
+                    break
                 if task.get("not_before") is not None and as_utc(task["not_before"]) > now:
                     continue
                 if task["_id"] in cancels:
@@ -293,8 +295,10 @@ class Engine:
                     continue
                 if not await self._dependencies_ready(task, deps):
                     continue
-                await self._start_attempt(task, int(task.get("attempts") or 0) + 1)
-            if len(candidates) < page:
+                starting.append(self._start_attempt(task, int(task.get("attempts") or 0) + 1))
+            # Claims of different tasks are independent: run them concurrently.
+            await asyncio.gather(*starting)
+            if len(candidates) < page or self._free() <= 0:
                 return
 
     async def _dependencies_ready(self, task: Document, deps: Mapping[str, Document]) -> bool:
@@ -377,18 +381,20 @@ class Engine:
                 },
             )
         # Re-read: a cancel or a final decision may have landed after we read the task.
-        final = await self.store.get_final(task_id)
-        fresh = await self.store.get(task_id)
-        cancel = (await self.store.cancel_requests([task_id])).get(task_id)
-        if final is not None or fresh is None or cancel is not None:
+        final, cancels = await asyncio.gather(
+            self.store.get_final(task_id), self.store.cancel_requests([task_id])
+        )
+        cancel = cancels.get(task_id)
+        fresh = dict(task)
+        if final is not None or cancel is not None:
             await self.store.update_attempt(
                 aid, {"status": CANCELLED, "ended_at": utcnow(), "error": "Cancelled before start"}
             )
             if slot:
                 await self.store.release_slot(slot, task_id)
-            if final is not None and fresh is not None:
+            if final is not None:
                 await self._repair(fresh, final)
-            elif fresh is not None:
+            else:
                 await self._finalize(fresh, CANCELLED, cancel or "Cancelled")
             return False
         fields = {
@@ -563,15 +569,18 @@ class Engine:
                 "worker_id": self.worker_id,
             }
         )
-        if attempt is not None:
-            await self.store.update_attempt(attempt[0], dict(attempt[1]))
         if not won:
+            if attempt is not None:
+                await self.store.update_attempt(attempt[0], dict(attempt[1]))
             final = await self.store.get_final(task_id)
             if final is not None:
                 await self._repair(task, final, extra)
             return False
         fields = {"status": status, "error": error, "completed_at": now, **(extra or {})}
-        await self.store.update_task(task_id, fields)
+        writes = [self.store.update_task(task_id, fields)]
+        if attempt is not None:  # two different documents: safe to write concurrently
+            writes.append(self.store.update_attempt(attempt[0], dict(attempt[1])))
+        await asyncio.gather(*writes)
         merged = {**task, **fields}
         metrics.TASKS_TOTAL.labels(wire_status(status)).inc()
         await self._emit_status(merged, status)

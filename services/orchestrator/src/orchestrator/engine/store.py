@@ -99,10 +99,11 @@ class TaskStore:
     async def find_by_batch(self, batch_id: str) -> list[Document]:
         return [d async for d in self.tasks.find({"batch_id": batch_id}).sort("created_at", 1)]
 
-    async def pending_candidates(self, limit: int) -> list[Document]:
+    async def pending_candidates(self, limit: int, offset: int = 0) -> list[Document]:
         cursor = (
             self.tasks.find({"status": "Pending"})
-            .sort([("status", ASCENDING), ("created_at", ASCENDING)])
+            .sort([("status", ASCENDING), ("created_at", ASCENDING), ("_id", ASCENDING)])
+            .skip(offset)
             .limit(limit)
         )
         return [d async for d in cursor]

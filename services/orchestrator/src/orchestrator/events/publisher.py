@@ -4,6 +4,7 @@ copy lets a ``/ws`` client replay with ``?since=``). No HTTP code."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -42,14 +43,15 @@ class EventPublisher:
     ) -> Event:
         event = Event(event_type, dict(data), dict(metadata or {}), id=new_event_id())
         wire = event.to_wire()
-        try:
-            await self.repository.insert(wire)
-        except Exception:
-            log.exception("could not store event %s", event_type)
-        try:
-            await self.bus.publish(EVENTS_CHANNEL, wire)
-        except Exception as exc:
-            log.warning("could not publish event %s: %s", event_type, type(exc).__name__)
+        stored, published = await asyncio.gather(
+            self.repository.insert(wire),
+            self.bus.publish(EVENTS_CHANNEL, wire),
+            return_exceptions=True,
+        )
+        if isinstance(stored, BaseException):
+            log.error("could not store event %s: %s", event_type, type(stored).__name__)
+        if isinstance(published, BaseException):
+            log.warning("could not publish event %s: %s", event_type, type(published).__name__)
         for callback in self._subscribers:
             try:
                 await callback(event)

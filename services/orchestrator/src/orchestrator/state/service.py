@@ -12,7 +12,6 @@ from typing import Any
 
 import psutil
 
-from orchestrator.batches.ports import batch_tasks
 from orchestrator.batches.repository import BatchRepository
 from orchestrator.engine.store import TaskStore
 from provisioning_common.envelope import format_timestamp
@@ -49,7 +48,7 @@ async def progress(ctx: StateContext, workflow_id: str) -> dict[str, Any]:
     now = utcnow()
     batch = await ctx.batches.get(workflow_id)
     if batch is not None:
-        tasks = await batch_tasks(ctx.store, workflow_id)
+        tasks = await ctx.batches.task_states(workflow_id)
         kinds = {str(t.get("kind")) for t in tasks if t.get("kind") and t["status"] not in
                  model.FINISHED}
         return model.batch_progress_view(batch, tasks, await _expected(ctx, kinds), now)
