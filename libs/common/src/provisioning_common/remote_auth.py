@@ -210,7 +210,7 @@ class Introspector:
         if claims.jti in self._revoked_jti:
             return True
         before = self._revoked_before.get(claims.sub)
-        return before is not None and claims.iat <= before
+        return before is not None and claims.iat < before
 
     async def check(self, token: str, claims: TokenClaims) -> Principal:
         cached = self._cache.get(claims.jti)
