@@ -429,11 +429,15 @@ async def test_event_stream_reconnects_with_since(admin: ProvisioningClient) -> 
             if until():
                 return
 
+    ids: dict[str, str] = {}  # events of other tests' tasks may arrive before ours exist
+
     async with stream:
-        consumer = asyncio.create_task(consume(lambda: "completed" in statuses.get(first, ())))
+        consumer = asyncio.create_task(
+            consume(lambda: "completed" in statuses.get(ids.get("first", ""), ()))
+        )
         await asyncio.wait_for(stream.connected.wait(), 10)
         await asyncio.sleep(0.3)  # the server subscribes right after the handshake
-        first = await admin.create_servers("events-one", "config.k")
+        ids["first"] = await admin.create_servers("events-one", "config.k")
         await asyncio.wait_for(consumer, 30)
         # Drop the connection, then let a whole task run while we are not connected.
         await stream.drop_connection()

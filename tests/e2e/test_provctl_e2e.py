@@ -236,7 +236,12 @@ def test_users_policies_and_audit(env: dict[str, str]) -> None:
 def test_batches_checkpoints_and_rollback(env: dict[str, str], tmp_path: Path) -> None:
     batch_file = tmp_path / "batch.yaml"
     batch_file.write_text(yaml.safe_dump(harness.CONTRACT_BATCH))
-    as_json(env, "batch", "plan", str(batch_file))
+    assert as_json(env, "batch", "plan", str(batch_file))["waves"] == [
+        ["upcloud_servers"],
+        ["aws_taskservs"],
+    ]
+    table = provctl(env, "batch", "plan", str(batch_file))
+    assert "5 tasks in 2 waves" in table.stdout
     checkpoint = as_json(
         env, "checkpoint", "create", "before_major_update", "--description", "cli e2e"
     )["id"]

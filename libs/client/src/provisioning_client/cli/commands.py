@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from ..client import ProvisioningClient
 from ..errors import MfaRequiredError
-from ..models import Page, Task
+from ..models import BatchPlan, Page, Task
 from .config import Credentials, delete_credentials, save_credentials
 from .files import load_document, parse_json_option
 from .output import Printer
@@ -212,8 +212,47 @@ async def batch_submit(ctx: Context) -> int:
 
 @handler("batch_plan")
 async def batch_plan(ctx: Context) -> int:
-    ctx.printer.emit(await ctx.client.plan_batch(load_document(ctx.args.file)))
+    plan = await ctx.client.plan_batch(load_document(ctx.args.file))
+    if ctx.printer.json:
+        ctx.printer.emit(plan)
+        return EXIT_OK
+    ctx.printer.table(_plan_rows(plan), PLAN_COLUMNS, _plan_title(plan))
     return EXIT_OK
+
+
+PLAN_COLUMNS = ["wave", "operation", "task", "command"]
+
+
+def _plan_title(plan: BatchPlan) -> str:
+    x = plan.extra
+    return (
+        f"{x.get('name', 'batch')} {x.get('version', '')}: {x.get('total_tasks', '?')} "
+        f"tasks in {len(plan.waves)} waves, parallel_limit {x.get('parallel_limit', '?')}"
+    )
+
+
+def _plan_rows(plan: BatchPlan) -> list[dict[str, Any]]:
+    """One row per task, in wave order (the plan's own shape, read defensively)."""
+    wave_of = {
+        str(op): i + 1
+        for i, wave in enumerate(plan.waves)
+        for op in (wave if isinstance(wave, list) else [wave])
+    }
+    rows: list[dict[str, Any]] = []
+    for op in plan.extra.get("operations") or []:
+        if not isinstance(op, dict):
+            continue
+        for task in op.get("tasks") or []:
+            command = " ".join([str(task.get("command", "")), *map(str, task.get("args", []))])
+            rows.append(
+                {
+                    "wave": wave_of.get(str(op.get("id")), ""),
+                    "operation": op.get("id"),
+                    "task": task.get("name") or task.get("id"),
+                    "command": command,
+                }
+            )
+    return sorted(rows, key=lambda r: (r["wave"] == "", r["wave"]))
 
 
 @handler("batch_list")

@@ -54,6 +54,7 @@ FinalListener = Callable[[Document], Awaitable[None]]
 _OUTPUT_EVENT_LINES = 200
 _DOC_FLUSH_SECONDS = 1.0
 _CANCEL_POLL_SECONDS = 0.5
+_MIN_TICK_SECONDS = 0.02
 
 
 def _lease_expired(attempt: Document) -> str:
@@ -142,8 +143,7 @@ class Engine:
         now = utcnow()
         docs = [task_document(spec, self.defaults, now) for spec in specs]
         await self.store.insert_tasks(docs)
-        for doc in docs:
-            await self._emit_status(doc, PENDING)
+        await asyncio.gather(*(self._emit_status(doc, PENDING) for doc in docs))
         self.wake()
         return [str(d["_id"]) for d in docs]
 
@@ -221,6 +221,9 @@ class Engine:
                 log.exception("scheduler tick failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.settings.poll_seconds)
+            # Coalesce bursts of wake-ups (every submission and completion wakes us):
+            # each tick scans the queue, which is not free on every backend.
+            await asyncio.sleep(_MIN_TICK_SECONDS)
 
     def _free(self) -> int:
         return self.settings.concurrency - len(self.runs)
