@@ -100,7 +100,7 @@ def test_ws_filter_and_bad_parameters(services: Services) -> None:
         url = f"{services.ws_url}?token={token}&events=TaskProgress"
         types: list[str] = []
         async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
-            await asyncio.to_thread(_submit, services, "ws-filter")
+            await asyncio.to_thread(_submit, services, "ws-filter-sleep1")
             deadline = time.monotonic() + 15
             while time.monotonic() < deadline and len(types) < 2:
                 msg = await ws.receive(timeout=deadline - time.monotonic())

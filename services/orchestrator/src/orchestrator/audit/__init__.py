@@ -13,6 +13,10 @@ control center)::
         details={"task_id": task_id},  # free-form, no secrets
     )
 
+A handler that has just authorized ``verb`` on the policy resource ``kind:name`` can
+write ``await record_action(request, "create", "servers:web-01", details={...})``
+(→ ``server.create`` on ``servers/web-01``).
+
 With a request, ``user_id`` defaults to the caller (the token's ``sub``) and the
 request id is added to ``details``. Actions used by the orchestrator:
 ``server.create``, ``taskserv.<operation>``, ``cluster.<operation>``,
@@ -31,6 +35,6 @@ Settings (env): ``AUDIT_ENABLED`` (true), ``AUDIT_MAX_ATTEMPTS`` (10000),
 
 from __future__ import annotations
 
-from .service import AUDIT, AuditService, AuditSettings, record_audit, setup
+from .service import AUDIT, AuditService, AuditSettings, record_action, record_audit, setup
 
-__all__ = ["AUDIT", "AuditService", "AuditSettings", "record_audit", "setup"]
+__all__ = ["AUDIT", "AuditService", "AuditSettings", "record_action", "record_audit", "setup"]

@@ -146,6 +146,25 @@ async def record_audit(
         return None
 
 
+async def record_action(
+    request: web.Request,
+    verb: str,
+    policy_resource: str,
+    *,
+    result: str = "success",
+    details: Mapping[str, Any] | None = None,
+) -> str | None:
+    """Audit what a handler just authorized: ``verb`` on ``kind:name`` (the policy
+    resource) becomes action ``<kind, singular>.<verb>`` on resource ``kind/name``
+    (``create`` on ``servers:web-01`` → ``server.create`` on ``servers/web-01``)."""
+    kind, _, name = policy_resource.partition(":")
+    action = f"{kind[:-1] if kind.endswith('s') else kind}.{verb}"
+    resource = f"{kind}/{name}" if name else kind
+    return await record_audit(
+        request, action=action, resource=resource, result=result, details=details
+    )
+
+
 def _principal(request: web.Request) -> Any:
     from ..auth import PRINCIPAL
 

@@ -580,10 +580,9 @@ class Engine:
                 await self._repair(task, final, extra)
             return False
         fields = {"status": status, "error": error, "completed_at": now, **(extra or {})}
-        writes = [self.store.update_task(task_id, fields)]
-        if attempt is not None:  # two different documents: safe to write concurrently
-            writes.append(self.store.update_attempt(attempt[0], dict(attempt[1])))
-        await asyncio.gather(*writes)
+        if attempt is not None:
+            await self.store.update_attempt(attempt[0], dict(attempt[1]))
+        await self.store.update_task(task_id, fields)
         merged = {**task, **fields}
         metrics.TASKS_TOTAL.labels(wire_status(status)).inc()
         await self._emit_status(merged, status)

@@ -12,6 +12,7 @@ from provisioning_common.envelope import ok
 from provisioning_common.openapi import api_doc
 from provisioning_common.validation import load_body
 
+from ..audit import record_action
 from ..auth import authorize
 from ..engine import TaskSpec
 from ..tasks import ENGINE
@@ -42,6 +43,7 @@ async def _submit(
         user=principal.sub,
         idempotency_key=key,
     )
+    await record_action(request, verb, resource, details={"task_id": task_id})
     return ok(task_id)
 
 
