@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.e2e.conftest import E2E_ORCH_ENV
+from tests.e2e.conftest import E2E_ORCH_ENV, Services
 from tests.support.control_center import (
     ADMIN_PASSWORD,
     ADMIN_USERNAME,
@@ -50,9 +50,13 @@ def pair(stack: Any) -> Iterator[tuple[ServiceProcess, ServiceProcess]]:
 
 
 def submit(orch: ServiceProcess, token: str, infra: str) -> str:
+    return submit_url(orch.url, token, infra)
+
+
+def submit_url(url: str, token: str, infra: str) -> str:
     body = {"infra": infra, "settings": "config.k", "check_mode": False, "wait": True}
     resp = requests.post(
-        f"{orch.url}/workflows/servers/create", json=body, headers=auth_header(token), timeout=10
+        f"{url}/workflows/servers/create", json=body, headers=auth_header(token), timeout=10
     )
     assert resp.status_code in (200, 201, 202), resp.text
     return str(resp.json()["data"])
@@ -108,3 +112,35 @@ def test_workflow_submissions_are_audited_exactly_once_across_a_cc_outage(
     found = wait_audited(cc, [first, *during])
     for task_id in [first, *during]:
         assert len(found[task_id]) == 1, (task_id, found[task_id])
+
+
+def test_cancel_and_checkpoint_are_audited(services: Services) -> None:
+    headers = services.headers()
+    task_id = submit_url(services.orch_url, services.admin_token, "prod-sleep30")
+    cancel = requests.post(
+        f"{services.orch_url}/tasks/{task_id}/cancel", headers=headers, timeout=10
+    )
+    assert cancel.status_code == 200, cancel.text
+    checkpoint = requests.post(
+        f"{services.orch_url}/rollback/checkpoints",
+        json={"name": "before-audit-test"},
+        headers=headers,
+        timeout=10,
+    )
+    assert checkpoint.status_code == 201, checkpoint.text
+    cid = checkpoint.json()["data"]
+    wanted = {("task.cancel", f"tasks/{task_id}"), ("checkpoint.create", f"checkpoints/{cid}")}
+    deadline = time.monotonic() + 30
+    seen: set[tuple[str, str]] = set()
+    while time.monotonic() < deadline and not wanted <= seen:
+        for action in ("task.cancel", "checkpoint.create"):
+            resp = requests.get(
+                f"{services.cc_url}/audit/logs",
+                params={"action": action, "limit": "1000"},
+                headers=headers,
+                timeout=10,
+            )
+            assert resp.status_code == 200, resp.text
+            seen |= {(e["action"], e["resource"]) for e in resp.json()["data"]}
+        time.sleep(0.2)
+    assert wanted <= seen

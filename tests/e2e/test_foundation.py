@@ -53,10 +53,15 @@ def test_health_ready_and_recovery(own_stack: Any) -> None:
         for svc in (cc, orch):
             resp = requests.get(f"{svc.url}/ready", timeout=10)
             assert resp.status_code == 200, resp.text
-            resp = requests.get(f"{svc.url}/no/such/route", timeout=5)
-            assert resp.status_code == 404
-            assert resp.json() == {"success": False, "error": "Not found"}
-            assert resp.headers["X-Request-ID"]
+        resp = requests.get(f"{cc.url}/no/such/route", timeout=5)
+        assert resp.status_code == 404
+        assert resp.json() == {"success": False, "error": "Not found"}
+        assert resp.headers["X-Request-ID"]
+        # The orchestrator authenticates before routing: an anonymous caller learns
+        # nothing about which routes exist.
+        resp = requests.get(f"{orch.url}/no/such/route", timeout=5)
+        assert resp.status_code == 401
+        assert resp.json()["success"] is False
 
         own_stack.stop_mongo()
         for svc in (cc, orch):

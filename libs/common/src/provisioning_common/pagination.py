@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from marshmallow import Schema, fields, validate
 
 from .envelope import ok
-from .errors import BadRequest
+from .validation import load_query
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
@@ -22,24 +23,26 @@ class Page:
     offset: int
 
 
-def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise BadRequest(f"Query parameter '{name}' must be an integer") from exc
-    if not low <= value <= high:
-        raise BadRequest(f"Query parameter '{name}' must be between {low} and {high}")
-    return value
+class PageQuery(Schema):
+    """``limit``/``offset`` of every list endpoint. A list's filter schema
+    subclasses this, so that unknown query parameters are rejected (400) in one place."""
+
+    limit = fields.Integer(validate=validate.Range(1, MAX_LIMIT), load_default=DEFAULT_LIMIT)
+    offset = fields.Integer(validate=validate.Range(0, 10**9), load_default=0)
+
+
+def parse_listing(
+    request: web.Request, schema: PageQuery | None = None
+) -> tuple[Page, dict[str, Any]]:
+    """Validate a list request's query: the page, and the remaining filters."""
+    loaded = load_query(request, schema or PageQuery())
+    page = Page(limit=loaded.pop("limit"), offset=loaded.pop("offset"))
+    return page, loaded
 
 
 def parse_page(request: web.Request) -> Page:
-    return Page(
-        limit=_int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT),
-        offset=_int_param(request, "offset", 0, 0, 10**9),
-    )
+    """The page of a list endpoint that takes no filters."""
+    return parse_listing(request)[0]
 
 
 def page_headers(request: web.Request, page: Page, total: int) -> dict[str, str]:

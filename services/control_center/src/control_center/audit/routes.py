@@ -6,8 +6,8 @@ from aiohttp import web
 
 from provisioning_common.envelope import ok
 from provisioning_common.openapi import api_doc
-from provisioning_common.pagination import paginated, parse_page
-from provisioning_common.validation import load_body, load_query
+from provisioning_common.pagination import paginated, parse_listing
+from provisioning_common.validation import load_body
 
 from ..auth.guard import require
 from ..context import get_context
@@ -26,8 +26,7 @@ routes = web.RouteTableDef()
 )
 async def logs(request: web.Request) -> web.Response:
     await require(request, "admin", "auditor")
-    query = load_query(request, schemas.AuditQuery())
-    page = parse_page(request)
+    page, query = parse_listing(request, schemas.AuditQuery())
     items, total = await service.search(
         get_context(request).repos.audit,
         user_id=query.get("user_id"),

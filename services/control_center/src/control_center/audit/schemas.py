@@ -6,17 +6,17 @@ import datetime as dt
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
+from provisioning_common.pagination import PageQuery
+
 TEXT = validate.Length(1, 256)
 
 
-class AuditQuery(Schema):
+class AuditQuery(PageQuery):
     user_id = fields.String(validate=TEXT)
     action = fields.String(validate=TEXT)
     resource = fields.String(validate=TEXT)
     from_ = fields.AwareDateTime(data_key="from", format="iso", default_timezone=dt.UTC)
     to = fields.AwareDateTime(format="iso", default_timezone=dt.UTC)
-    limit = fields.Integer()
-    offset = fields.Integer()
 
     @validates_schema
     def _ordered(self, data: dict[str, object], **kwargs: object) -> None:

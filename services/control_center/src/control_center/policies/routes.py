@@ -8,8 +8,8 @@ from aiohttp import web
 
 from provisioning_common.envelope import ok
 from provisioning_common.openapi import api_doc
-from provisioning_common.pagination import paginated, parse_page
-from provisioning_common.validation import load_body, load_query
+from provisioning_common.pagination import paginated, parse_listing
+from provisioning_common.validation import load_body
 from provisioning_common.webapp import client_ip
 
 from ..auth.guard import authenticate, require, require_roles
@@ -30,8 +30,7 @@ READERS = ("admin", "auditor", "service")
 )
 async def list_policies(request: web.Request) -> web.Response:
     await require(request, *READERS, allow=("access", "service"))
-    query = load_query(request, schemas.PolicyQuery())
-    page = parse_page(request)
+    page, query = parse_listing(request, schemas.PolicyQuery())
     items, total = await service.list_policies(
         get_context(request), enabled=query.get("enabled"), limit=page.limit, offset=page.offset
     )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
+from provisioning_common.pagination import PageQuery
+
 from ..fields import StrictBoolean
 
 NAME = validate.Regexp(
@@ -49,10 +51,8 @@ class PolicyUpdateIn(Schema):
             raise ValidationError("Nothing to update")
 
 
-class PolicyQuery(Schema):
+class PolicyQuery(PageQuery):
     enabled = fields.Boolean()
-    limit = fields.Integer()
-    offset = fields.Integer()
 
 
 class EvalUserIn(Schema):

@@ -6,8 +6,8 @@ from aiohttp import web
 
 from provisioning_common.envelope import ok
 from provisioning_common.openapi import api_doc
-from provisioning_common.pagination import paginated, parse_page
-from provisioning_common.validation import load_body, load_query
+from provisioning_common.pagination import paginated, parse_listing
+from provisioning_common.validation import load_body
 from provisioning_common.webapp import client_ip
 
 from ..auth.guard import authenticate, require, require_roles
@@ -28,8 +28,7 @@ routes = web.RouteTableDef()
 )
 async def list_users(request: web.Request) -> web.Response:
     await require(request, "admin", "auditor")
-    query = load_query(request, schemas.UserQuery())
-    page = parse_page(request)
+    page, query = parse_listing(request, schemas.UserQuery())
     items, total = await service.list_users(
         get_context(request),
         role=query.get("role"),

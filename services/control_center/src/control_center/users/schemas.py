@@ -6,6 +6,8 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
+from provisioning_common.pagination import PageQuery
+
 from ..fields import StrictBoolean
 from .model import ROLES, USERNAME_PATTERN
 
@@ -44,11 +46,9 @@ class UserUpdateIn(Schema):
             raise ValidationError("Nothing to update")
 
 
-class UserQuery(Schema):
+class UserQuery(PageQuery):
     role = fields.String(validate=validate.OneOf(ROLES))
     enabled = fields.Boolean()
-    limit = fields.Integer()
-    offset = fields.Integer()
 
 
 class UserOut(Schema):

@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from orchestrator.audit import record_action
 from orchestrator.auth import PRINCIPAL, authorize
 from orchestrator.workflows.keys import IDEMPOTENCY
 from orchestrator.workflows.service import check_key
@@ -65,6 +66,8 @@ async def execute_batch(request: web.Request) -> web.Response:
         request.app[IDEMPOTENCY], ctx.repo, key=key, user=principal.sub,
         path=request.path, body=data, run=run,
     )
+    await record_action(request, "execute", f"batches:{data['name']}",
+                        details={"batch_id": result.get("batch_id")})
     return ok(result)
 
 
@@ -106,4 +109,5 @@ async def cancel_batch(request: web.Request) -> web.Response:
     batch_id = request.match_info["id"]
     await authorize(request, "cancel", f"batches:{batch_id}")
     await service.cancel(request.app[BATCH_CONTEXT], batch_id)
+    await record_action(request, "cancel", f"batches:{batch_id}")
     return ok("Operation cancelled")

@@ -16,7 +16,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -46,7 +46,7 @@ from .model import (
 )
 from .process import ProcessResult, TailBuffer, clean_env, run_process
 from .settings import EngineSettings
-from .store import TaskStore
+from .store import TaskStore, queue_entry
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,10 @@ _OUTPUT_EVENT_LINES = 200
 _DOC_FLUSH_SECONDS = 1.0
 _CANCEL_POLL_SECONDS = 0.5
 _MIN_TICK_SECONDS = 0.02
+# A lost task-queue entry (a crash between the task insert and its entry) is
+# re-created by a sweep over ``tasks`` at start-up and then this often.
+_QUEUE_SWEEP_SECONDS = 300.0
+_FINALS_CACHE_MAX = 50_000
 
 
 def _lease_expired(attempt: Document) -> str:
@@ -128,6 +132,13 @@ class Engine:
         self._wake = asyncio.Event()
         self._stopping = False
         self._loops: list[asyncio.Task[None]] = []
+        # Final statuses never change once decided: cache them for dependency checks.
+        self._finals: dict[str, str] = {}
+        self._full_keys: set[str] = set()  # concurrency groups found full this tick
+        self._next_takeover_check = 0.0
+        self._next_sweep = 0.0
+        # Queue entries of tasks this replica finalized, deleted in one go per tick.
+        self._dequeue_pending: set[str] = set()
 
     # ------------------------------------------------------------- public API
     def add_final_listener(self, listener: FinalListener) -> None:
@@ -142,8 +153,10 @@ class Engine:
     async def create_tasks(self, specs: Sequence[TaskSpec]) -> list[str]:
         now = utcnow()
         docs = [task_document(spec, self.defaults, now) for spec in specs]
-        await self.store.insert_tasks(docs)
-        await asyncio.gather(*(self._emit_status(doc, PENDING) for doc in docs))
+        inserted = set(await self.store.insert_tasks(docs))
+        # Only new tasks get a queue entry: an existing one may be final already.
+        await self.store.enqueue([queue_entry(d) for d in docs if d["_id"] in inserted])
+        await self._emit_statuses([(doc, PENDING) for doc in docs])
         self.wake()
         return [str(d["_id"]) for d in docs]
 
@@ -208,6 +221,10 @@ class Engine:
             with contextlib.suppress(asyncio.CancelledError):
                 await loop
         self._loops = []
+        try:
+            await self._flush_dequeues()
+        except Exception:  # the entries are leftovers now; other replicas remove them
+            log.warning("could not remove finished tasks from the queue")
 
     # -------------------------------------------------------------- scheduler
     async def _scheduler(self) -> None:
@@ -228,98 +245,210 @@ class Engine:
     def _free(self) -> int:
         return self.settings.concurrency - len(self.runs)
 
-    async def _tick(self) -> None:
-        if self._free() > 0:
-            await self._takeovers()
-        if self._free() > 0:
-            await self._claim_pending()
+    def _takeover_interval(self) -> float:
+        # An expired lease is looked for a few times per lease, not on every tick.
+        return max(self.settings.poll_seconds, min(self.settings.lease_seconds / 5, 2.0))
 
-    async def _takeovers(self) -> None:
+    async def _flush_dequeues(self) -> None:
+        if self._dequeue_pending:
+            ids, self._dequeue_pending = self._dequeue_pending, set()
+            try:
+                await self.store.dequeue_many(ids)
+            except Exception:
+                self._dequeue_pending |= ids
+                raise
+
+    async def _tick(self) -> None:
+        await self._flush_dequeues()
+        if self._free() <= 0:
+            return
+        # The queue holds only tasks that are not final: small, unlike ``tasks``.
+        entries = await self.store.queue_entries(self.settings.scan_limit * 10)
+        if not entries:
+            return
+        queued = {str(e["_id"]) for e in entries}
+        local = {run.task_id for run in self.runs.values()}
+        await self._load_finals(
+            d
+            for e in entries
+            if e["_id"] not in local
+            for d in e.get("dependencies") or []
+            if d not in queued and d not in self._finals
+        )
+        ready: list[Document] = []
+        settled: list[Document] = []  # known final, entry not removed yet (by someone)
+        doomed: list[tuple[Document, str]] = []
+        for entry in entries:
+            if entry["_id"] in local or entry["_id"] in self._dequeue_pending:
+                continue
+            if entry["_id"] in self._finals:
+                settled.append(entry)
+                continue
+            state = self._dependency_state(entry)
+            if state == "":
+                ready.append(entry)
+            elif state is not None:
+                doomed.append((entry, state))
+        loop_now = time.monotonic()
+        if loop_now >= self._next_takeover_check:
+            self._next_takeover_check = loop_now + self._takeover_interval()
+            await self._takeovers([*ready, *settled])
+        if doomed:
+            await self._cancel_doomed(doomed)
+        if self._free() > 0 and not self._stopping:
+            await self._claim_pending(ready)
+
+    async def _load_finals(self, task_ids: Iterable[str]) -> None:
+        wanted = set(task_ids)
+        if not wanted:
+            return
+        if len(self._finals) > _FINALS_CACHE_MAX:
+            self._finals.clear()
+        for task_id, final in (await self.store.get_finals(wanted)).items():
+            self._finals[task_id] = str(final["status"])
+
+    def _dependency_state(self, entry: Document) -> str | None:
+        """ "" ready, None wait, else the error that cancels it (a dependency ended badly)."""
+        waiting = False
+        for dep_id in entry.get("dependencies") or []:
+            # A decided final is the truth even while its queue entry is still there.
+            status = self._finals.get(dep_id)
+            if status in (FAILED, CANCELLED):
+                return f"Dependency {dep_id} {status}"
+            if status != COMPLETED:
+                waiting = True  # not final yet, or not created yet: wait
+        return None if waiting else ""
+
+    async def _cancel_doomed(self, doomed: Sequence[tuple[Document, str]]) -> None:
+        tasks = await self.store.get_many(str(e["_id"]) for e, _ in doomed)
+        for entry, error in doomed:
+            task = tasks.get(str(entry["_id"]))
+            if task is not None and task["status"] == PENDING:
+                await self._finalize(task, CANCELLED, error)
+            elif task is None or task["status"] in FINAL_STATUSES:
+                # A leftover entry: such a task never ran (a dependency never completed).
+                await self.store.dequeue(str(entry["_id"]))
+
+    async def _takeovers(self, ready: Sequence[Document]) -> None:
+        """Find expired leases among queued tasks this replica does not run (a running
+        task has all its dependencies completed, so ``ready`` holds them all), and
+        clean up queue entries of tasks that are final."""
+        tasks = await self.store.get_many(str(e["_id"]) for e in ready)
+        current = {
+            attempt_id(tid, int(t.get("attempts") or 0)): t
+            for tid, t in tasks.items()
+            if t["status"] != PENDING
+        }
+        attempts = await self.store.get_attempts(current) if current else {}
+        now = utcnow()
+        for aid, task in current.items():
+            att = attempts.get(aid)
+            if task["status"] in FINAL_STATUSES and (att is None or att["status"] != RUNNING):
+                self._finals[str(task["_id"])] = str(task["status"])
+                await self.store.dequeue(str(task["_id"]))  # a leftover entry
+        expired = [
+            a
+            for a in attempts.values()
+            if a["status"] == RUNNING and as_utc(a["lease_expires_at"]) < now
+        ]
+        for att in sorted(expired, key=lambda a: as_utc(a["lease_expires_at"])):
+            if self._stopping or self._free() <= 0:
+                return
+            await self._take_over(att)
+
+    async def _take_over(self, att: Document) -> None:
+        if att["_id"] in self.runs:
+            return
         now = utcnow()
         # Past this, an owner that is still alive has stopped itself (_check_own_leases).
         long_dead = now - timedelta(seconds=self.settings.lease_seconds)
-        for att in await self.store.expired_attempts(now, self._free() * 2 + 20):
-            if self._stopping or self._free() <= 0:
-                return
-            if att["_id"] in self.runs:
-                continue
-            n = int(att["attempt"])
-            lease_end = as_utc(att["lease_expires_at"])
-            lost = {"status": ATTEMPT_LOST, "ended_at": lease_end, "error": _lease_expired(att)}
-            task = await self.store.get(att["task_id"])
-            final = await self.store.get_final(att["task_id"]) if task is not None else None
-            superseded = await self.store.existing_attempts([attempt_id(att["task_id"], n + 1)])
-            if task is None or final is not None or superseded:
-                # A stale record. Its owner may still be writing its end (a slow
-                # heartbeat), so only close it once the owner must have given up:
-                # one writer per document (FerretDB updates are read-then-overwrite).
-                if lease_end < long_dead:
-                    await self.store.update_attempt(att["_id"], lost)
-                if task is not None and final is not None and task["status"] != final["status"]:
-                    await self._repair(task, final)
-                continue
-            if effective_attempts(task, n) >= int(task["max_attempts"]):
-                error = (
-                    f"Lease of attempt {n} expired (worker stopped); "
-                    f"attempt limit {task['max_attempts']} reached"
-                )
-                if await self._finalize(task, FAILED, error):
-                    await self.store.update_attempt(att["_id"], lost)
-                    slot = await self.store.slot_of_task(task["_id"])
-                    if slot is not None:
-                        await self.store.release_slot(slot["_id"], task["_id"])
-                continue
-            if await self._start_attempt(task, n + 1, previous=att):
-                metrics.TAKEOVERS.inc()
-
-    async def _claim_pending(self) -> None:
-        # Small pages sized by the free capacity keep each tick cheap; further pages
-        # are read only when the first ones hold tasks that cannot start yet.
-        offset = 0
-        page = min(self.settings.scan_limit, max(20, self._free() * 4))
-        while self._free() > 0 and not self._stopping and offset < self.settings.scan_limit * 10:
-            candidates = await self.store.pending_candidates(page, offset)
-            if not candidates:
-                return
-            offset += len(candidates)
-            deps = await self.store.get_many(
-                d for t in candidates for d in (t.get("dependencies") or [])
+        n = int(att["attempt"])
+        lease_end = as_utc(att["lease_expires_at"])
+        lost = {"status": ATTEMPT_LOST, "ended_at": lease_end, "error": _lease_expired(att)}
+        task = await self.store.get(att["task_id"])
+        final = await self.store.get_final(att["task_id"]) if task is not None else None
+        superseded = await self.store.existing_attempts([attempt_id(att["task_id"], n + 1)])
+        if task is None or final is not None or superseded:
+            # A stale record. Its owner may still be writing its end (a slow
+            # heartbeat), so only close it once the owner must have given up:
+            # one writer per document (FerretDB updates are read-then-overwrite).
+            if lease_end < long_dead:
+                await self.store.update_attempt(att["_id"], lost)
+                if task is None or final is not None:
+                    await self.store.dequeue(str(att["task_id"]))
+            if task is not None and final is not None and task["status"] != final["status"]:
+                await self._repair(task, final)
+            return
+        if effective_attempts(task, n) >= int(task["max_attempts"]):
+            error = (
+                f"Lease of attempt {n} expired (worker stopped); "
+                f"attempt limit {task['max_attempts']} reached"
             )
-            cancels = await self.store.cancel_requests(t["_id"] for t in candidates)
+            if await self._finalize(task, FAILED, error, won_attempt=(att["_id"], lost)):
+                slot = await self.store.slot_of_task(task["_id"])
+                if slot is not None:
+                    await self.store.release_slot(slot["_id"], task["_id"])
+            return
+        if await self._start_attempt(task, n + 1, previous=att):
+            metrics.TAKEOVERS.inc()
+
+    async def _claim_pending(self, ready: Sequence[Document]) -> None:
+        """Start ready tasks in queue order. Task documents are read only for as many
+        candidates as there is room, and never for a group known full this tick."""
+        self._full_keys = set()
+        held: dict[str, Document] = {}
+        used: dict[str, int] = {}
+        if any(e.get("concurrency_key") for e in ready):
+            now = utcnow()
+            for slot in await self.store.all_slots():
+                held[str(slot["_id"])] = slot
+                if as_utc(slot["lease_expires_at"]) >= now:
+                    used[str(slot.get("key"))] = used.get(str(slot.get("key")), 0) + 1
+        index = 0
+        while self._free() > 0 and not self._stopping and index < len(ready):
+            batch: list[Document] = []
+            while index < len(ready) and len(batch) < self._free():
+                entry = ready[index]
+                index += 1
+                key = entry.get("concurrency_key")
+                if key:
+                    if key in self._full_keys or used.get(key, 0) >= int(
+                        entry.get("concurrency_limit") or 1
+                    ):
+                        continue
+                    used[key] = used.get(key, 0) + 1  # reserved for this tick
+                batch.append(entry)
+            if not batch:
+                return
+            tasks = await self.store.get_many(str(e["_id"]) for e in batch)
             now = utcnow()
             starting: list[Awaitable[bool]] = []
-            for task in candidates:
-                if self._free() - len(starting) <= 0 or self._stopping:
-                    break
-                if task.get("not_before") is not None and as_utc(task["not_before"]) > now:
+            for entry in batch:
+                task = tasks.get(str(entry["_id"]))
+                startable = (
+                    task is not None
+                    and task["status"] == PENDING
+                    and (task.get("not_before") is None or as_utc(task["not_before"]) <= now)
+                )
+                if task is None or not startable or len(starting) >= self._free():
+                    key = entry.get("concurrency_key")
+                    if key:
+                        used[key] -= 1
                     continue
-                if task["_id"] in cancels:
-                    await self._finalize(task, CANCELLED, cancels[task["_id"]])
-                    continue
-                if not await self._dependencies_ready(task, deps):
-                    continue
-                starting.append(self._start_attempt(task, int(task.get("attempts") or 0) + 1))
+                starting.append(
+                    self._start_attempt(task, int(task.get("attempts") or 0) + 1, held=held)
+                )
             # Claims of different tasks are independent: run them concurrently.
             await asyncio.gather(*starting)
-            if len(candidates) < page or self._free() <= 0:
-                return
-
-    async def _dependencies_ready(self, task: Document, deps: Mapping[str, Document]) -> bool:
-        ready = True
-        for dep_id in task.get("dependencies") or []:
-            dep = deps.get(dep_id)
-            if dep is None:
-                ready = False  # not created yet (or never): wait
-            elif dep["status"] in (FAILED, CANCELLED):
-                await self._finalize(task, CANCELLED, f"Dependency {dep_id} {dep['status']}")
-                return False
-            elif dep["status"] != COMPLETED:
-                ready = False
-        return ready
 
     # ------------------------------------------------------------------ slots
     async def _acquire_slot(
-        self, task: Document, aid: str, expires: datetime, takeover: bool
+        self,
+        task: Document,
+        aid: str,
+        expires: datetime,
+        takeover: bool,
+        held_slots: Mapping[str, Document] | None = None,
     ) -> str | None:
         """None: no concurrency group; "": every slot taken; else the slot id."""
         key = task.get("concurrency_key")
@@ -331,7 +460,13 @@ class Engine:
             await self.store.adopt_slot(mine["_id"], fields)
             return str(mine["_id"])
         now = utcnow()
-        held = {d["_id"]: d for d in await self.store.slots_for_key(key)}
+        # The tick's snapshot of held slots spares a query per task; a slot taken
+        # since then just loses the unique insert below.
+        held = (
+            held_slots
+            if held_slots is not None
+            else {d["_id"]: d for d in await self.store.slots_for_key(key)}
+        )
         for n in range(int(task.get("concurrency_limit") or 1)):
             sid = slot_id(key, n)
             current = held.get(sid)
@@ -342,17 +477,22 @@ class Engine:
             doc = {"_id": sid, "key": key, "task_id": task["_id"], **fields}
             if await self.store.claim_slot(doc):
                 return sid
+        self._full_keys.add(str(key))
         return ""  # every slot is taken
 
     # --------------------------------------------------------------- attempts
     async def _start_attempt(
-        self, task: Document, n: int, previous: Document | None = None
+        self,
+        task: Document,
+        n: int,
+        previous: Document | None = None,
+        held: Mapping[str, Document] | None = None,
     ) -> bool:
         task_id = str(task["_id"])
         aid = attempt_id(task_id, n)
         now = utcnow()
         expires = now + timedelta(seconds=self.settings.lease_seconds)
-        slot = await self._acquire_slot(task, aid, expires, previous is not None)
+        slot = await self._acquire_slot(task, aid, expires, previous is not None, held)
         if slot == "":
             return False
         won = await self.store.claim_attempt(
@@ -373,6 +513,16 @@ class Engine:
         if not won:
             if slot and previous is None:
                 await self.store.release_slot(slot, task_id)
+            if previous is None:
+                # The task still shows Pending although attempt n exists: its claimer
+                # may have died before marking it Running. Take over once the lease is gone.
+                att = await self.store.get_attempt(aid)
+                if (
+                    att is not None
+                    and att["status"] == RUNNING
+                    and as_utc(att["lease_expires_at"]) < utcnow()
+                ):
+                    await self._take_over(att)
             return False
         if previous is not None:
             await self.store.update_attempt(
@@ -540,8 +690,9 @@ class Engine:
             "progress": 100.0 if status == COMPLETED else run.progress,
             "current_step": run.current_step,
         }
-        await self._finalize(task, status, error, attempt=(run.aid, attempt_fields), extra=extra)
+        # The process has ended: free its group slot before the (slower) final writes.
         await self._release(run)
+        await self._finalize(task, status, error, attempt=(run.aid, attempt_fields), extra=extra)
         started = task.get("started_at")
         if started is not None:
             metrics.TASK_DURATION.observe((now - as_utc(started)).total_seconds())
@@ -559,8 +710,11 @@ class Engine:
         *,
         attempt: tuple[str, Mapping[str, Any]] | None = None,
         extra: Mapping[str, Any] | None = None,
+        won_attempt: tuple[str, Mapping[str, Any]] | None = None,
     ) -> bool:
-        """Decide the task's final status; False when someone else decided first."""
+        """Decide the task's final status; False when someone else decided first.
+        ``attempt`` is our own attempt's end (written either way); ``won_attempt``
+        is written only when this call decides (a taken-over attempt)."""
         task_id = str(task["_id"])
         now = utcnow()
         won = await self.store.claim_final(
@@ -577,15 +731,26 @@ class Engine:
                 await self.store.update_attempt(attempt[0], dict(attempt[1]))
             final = await self.store.get_final(task_id)
             if final is not None:
+                self._finals[task_id] = str(final["status"])
                 await self._repair(task, final, extra)
             return False
+        self._finals[task_id] = status
         fields = {"status": status, "error": error, "completed_at": now, **(extra or {})}
-        if attempt is not None:
-            await self.store.update_attempt(attempt[0], dict(attempt[1]))
+        for closing in (attempt, won_attempt):
+            if closing is not None:
+                await self.store.update_attempt(closing[0], dict(closing[1]))
         await self.store.update_task(task_id, fields)
         merged = {**task, **fields}
         metrics.TASKS_TOTAL.labels(wire_status(status)).inc()
-        await self._emit_status(merged, status)
+        # Dependents may start now (this replica knows the final): do not wait for the
+        # event and the listeners. Only now (attempt closed, task final) does the task
+        # leave the queue: batched by the scheduler, at once where none runs.
+        self._wake.set()
+        if self._loops:
+            self._dequeue_pending.add(task_id)
+            await self._emit_status(merged, status)
+        else:
+            await asyncio.gather(self._emit_status(merged, status), self.store.dequeue(task_id))
         for listener in self._listeners:
             try:
                 await listener(merged)
@@ -606,7 +771,8 @@ class Engine:
         await self.store.update_task(str(task["_id"]), fields)
 
     # ----------------------------------------------------------------- events
-    async def _emit_status(self, task: Document, status: str) -> None:
+    @staticmethod
+    def _status_event(task: Document, status: str) -> tuple[dict[str, Any], dict[str, Any]]:
         data = {"task_id": task["_id"], "status": wire_status(status)}
         metadata = {
             **data,
@@ -617,7 +783,23 @@ class Engine:
             "kind": task.get("kind"),
             "error": task.get("error") if status != RUNNING else None,
         }
-        await self._publish("TaskStatusChanged", data, metadata)
+        return data, metadata
+
+    async def _emit_status(self, task: Document, status: str) -> None:
+        await self._publish("TaskStatusChanged", *self._status_event(task, status))
+
+    async def _emit_statuses(self, changes: Sequence[tuple[Document, str]]) -> None:
+        """One stored-events insert for many changes when the sink can batch."""
+        publish_many = getattr(self.sink, "publish_many", None)
+        if publish_many is None or len(changes) < 2:
+            await asyncio.gather(*(self._emit_status(t, st) for t, st in changes))
+            return
+        try:
+            await publish_many(
+                [("TaskStatusChanged", *self._status_event(t, st)) for t, st in changes]
+            )
+        except Exception:
+            log.exception("could not publish %d TaskStatusChanged events", len(changes))
 
     async def _publish(
         self, event_type: str, data: Mapping[str, Any], metadata: Mapping[str, Any]
@@ -658,6 +840,9 @@ class Engine:
             await asyncio.sleep(tick)
             now_mono = loop.time()
             try:
+                if now_mono >= self._next_sweep:
+                    self._next_sweep = now_mono + _QUEUE_SWEEP_SECONDS
+                    await self._sweep_queue()
                 await asyncio.gather(*(self._flush_events(r) for r in list(self.runs.values())))
                 if now_mono - last_cancel >= _CANCEL_POLL_SECONDS:
                     last_cancel = now_mono
@@ -669,6 +854,20 @@ class Engine:
                 raise
             except Exception:
                 log.exception("engine maintenance failed")
+
+    async def _sweep_queue(self) -> None:
+        """Re-create queue entries of unfinished tasks that have none (a creator that
+        died between the two inserts). An entry made for a task that has just become
+        final is removed again by the takeover pass."""
+        unfinished = await self.store.unfinished_tasks()
+        if not unfinished:
+            return
+        queued = await self.store.queued_ids()
+        missing = [queue_entry(t) for t in unfinished if t["_id"] not in queued]
+        if missing:
+            log.info("re-queueing %d tasks without a queue entry", len(missing))
+            await self.store.enqueue(missing)
+            self.wake()
 
     async def _heartbeats(self) -> None:
         """Its own loop, so slow event or output writes never delay lease renewals."""

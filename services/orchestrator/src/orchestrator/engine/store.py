@@ -1,12 +1,16 @@
 """The only code touching the engine's collections: ``tasks``, ``task_attempts``
 (``_id = <task_id>:<n>``), ``task_finals`` (``_id = <task_id>``: who decided the
-final status) and ``task_slots`` (``_id = <key>:slot:<n>``).
+final status), ``task_slots`` (``_id = <key>:slot:<n>``) and ``task_queue``
+(``_id = <task_id>``: one small, immutable entry per task that is not final yet,
+inserted with the task and deleted once it is final, so the scheduler never scans
+``tasks``, which FerretDB reads in full for any filtered or sorted query).
 
 Contested changes are decided by :func:`provisioning_common.mongo.claim`; plain
 updates are only made by the single writer that won the claim (DESIGN §3)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -17,7 +21,7 @@ from pymongo.errors import BulkWriteError
 
 from provisioning_common.mongo import Document, IndexSpec, claim, ensure_indexes
 
-from .model import RUNNING
+from .model import PENDING, RUNNING
 
 TASK_INDEXES = (
     IndexSpec([("created_at", DESCENDING), ("_id", DESCENDING)], "created_desc"),
@@ -29,6 +33,25 @@ ATTEMPT_INDEXES = (
     IndexSpec([("task_id", ASCENDING), ("attempt", ASCENDING)], "task_attempt"),
 )
 SLOT_INDEXES = (IndexSpec([("key", ASCENDING)], "key"), IndexSpec([("task_id", ASCENDING)], "task"))
+QUEUE_INDEXES = (IndexSpec([("created_at", ASCENDING), ("_id", ASCENDING)], "created"),)
+_QUEUE_FIELDS = ("created_at", "dependencies", "concurrency_key", "concurrency_limit")
+
+
+def queue_entry(task: Mapping[str, Any]) -> Document:
+    """What the scheduler needs to pick candidates without reading the task."""
+    return {"_id": task["_id"], **{k: task.get(k) for k in _QUEUE_FIELDS}}
+
+
+def _inserted(docs: Sequence[Document], exc: BulkWriteError | None) -> list[str]:
+    """Ids actually inserted by an unordered ``insert_many``; duplicates are fine,
+    anything else is raised."""
+    failed: set[int] = set()
+    if exc is not None:
+        for err in exc.details.get("writeErrors", []):
+            if err.get("code") != 11000:
+                raise exc
+            failed.add(int(err.get("index", -1)))
+    return [str(d["_id"]) for i, d in enumerate(docs) if i not in failed]
 
 
 class TaskStore:
@@ -39,32 +62,68 @@ class TaskStore:
         self.finals = db["task_finals"]
         self.slots = db["task_slots"]
         self.cancels = db["task_cancels"]
+        self.queue = db["task_queue"]
 
     async def ensure_indexes(self) -> None:
         await ensure_indexes(self.tasks, TASK_INDEXES)
         await ensure_indexes(self.attempts_col, ATTEMPT_INDEXES)
         await ensure_indexes(self.slots, SLOT_INDEXES)
+        await ensure_indexes(self.queue, QUEUE_INDEXES)
 
     # ------------------------------------------------------------------ tasks
-    async def insert_tasks(self, docs: Sequence[Document]) -> None:
-        """Insert all; an already existing ``_id`` (deterministic ids re-derived by
-        another replica) is not an error."""
+    async def insert_tasks(self, docs: Sequence[Document]) -> list[str]:
+        """Insert all, return the ids inserted; an already existing ``_id``
+        (deterministic ids re-derived by another replica) is not an error."""
         if not docs:
-            return
+            return []
         try:
             await self.tasks.insert_many([dict(d) for d in docs], ordered=False)
         except BulkWriteError as exc:
-            if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
-                raise
+            return _inserted(docs, exc)
+        return _inserted(docs, None)
 
     async def get(self, task_id: str) -> Document | None:
         return await self.tasks.find_one({"_id": task_id})
 
     async def get_many(self, ids: Iterable[str]) -> dict[str, Document]:
-        wanted = list(set(ids))
-        if not wanted:
-            return {}
-        return {d["_id"]: d async for d in self.tasks.find({"_id": {"$in": wanted}})}
+        # One point read per id: FerretDB serves an ``_id`` equality from the primary
+        # key but reads the whole collection for ``$in``.
+        docs = await asyncio.gather(*(self.get(i) for i in set(ids)))
+        return {d["_id"]: d for d in docs if d is not None}
+
+    # ------------------------------------------------------------------ queue
+    async def enqueue(self, entries: Sequence[Document]) -> None:
+        if not entries:
+            return
+        try:
+            await self.queue.insert_many([dict(e) for e in entries], ordered=False)
+        except BulkWriteError as exc:
+            _inserted(entries, exc)
+
+    async def queue_entries(self, limit: int) -> list[Document]:
+        cursor = self.queue.find({}).sort([("created_at", ASCENDING), ("_id", ASCENDING)])
+        return [d async for d in cursor.limit(limit)]
+
+    async def dequeue(self, task_id: str) -> None:
+        await self.queue.delete_one({"_id": task_id})
+
+    async def dequeue_many(self, task_ids: Iterable[str]) -> None:
+        # ``$in`` reads the whole (small) queue on FerretDB: cheaper than one delete each.
+        ids = list(task_ids)
+        if len(ids) == 1:
+            await self.dequeue(ids[0])
+        elif ids:
+            await self.queue.delete_many({"_id": {"$in": ids}})
+
+    async def unfinished_tasks(self) -> list[Document]:
+        """Pending/Running tasks (queue repair at start-up; a full scan on FerretDB)."""
+        cursor = self.tasks.find(
+            {"status": {"$in": [PENDING, RUNNING]}}, {k: 1 for k in _QUEUE_FIELDS}
+        )
+        return [d async for d in cursor]
+
+    async def queued_ids(self) -> set[str]:
+        return {d["_id"] async for d in self.queue.find({}, {"_id": 1})}
 
     def _filter(self, status: str | None, batch_id: str | None) -> Document:
         query: Document = {}
@@ -99,15 +158,6 @@ class TaskStore:
     async def find_by_batch(self, batch_id: str) -> list[Document]:
         return [d async for d in self.tasks.find({"batch_id": batch_id}).sort("created_at", 1)]
 
-    async def pending_candidates(self, limit: int, offset: int = 0) -> list[Document]:
-        cursor = (
-            self.tasks.find({"status": "Pending"})
-            .sort([("status", ASCENDING), ("created_at", ASCENDING), ("_id", ASCENDING)])
-            .skip(offset)
-            .limit(limit)
-        )
-        return [d async for d in cursor]
-
     async def update_task(self, task_id: str, fields: Mapping[str, Any]) -> None:
         await self.tasks.update_one({"_id": task_id}, {"$set": dict(fields)})
 
@@ -122,11 +172,8 @@ class TaskStore:
         await claim(self.cancels, {"_id": task_id, "reason": reason, "requested_at": now})
 
     async def cancel_requests(self, task_ids: Iterable[str]) -> dict[str, str]:
-        ids = list(set(task_ids))
-        if not ids:
-            return {}
-        cursor = self.cancels.find({"_id": {"$in": ids}})
-        return {d["_id"]: str(d.get("reason") or "Cancelled") async for d in cursor}
+        docs = await asyncio.gather(*(self.cancels.find_one({"_id": i}) for i in set(task_ids)))
+        return {d["_id"]: str(d.get("reason") or "Cancelled") for d in docs if d is not None}
 
     # --------------------------------------------------------------- attempts
     async def claim_attempt(self, doc: Document) -> bool:
@@ -143,25 +190,15 @@ class TaskStore:
         await self.attempts_col.update_one({"_id": aid}, {"$set": dict(fields)})
 
     async def renew_leases(self, aids: Sequence[str], expires: datetime, now: datetime) -> None:
-        if aids:
-            await self.attempts_col.update_many(
-                {"_id": {"$in": list(aids)}},
-                {"$set": {"lease_expires_at": expires, "heartbeat_at": now}},
-            )
+        # One update per attempt: FerretDB reads the whole collection for ``$in``.
+        fields = {"$set": {"lease_expires_at": expires, "heartbeat_at": now}}
+        await asyncio.gather(*(self.attempts_col.update_one({"_id": a}, fields) for a in aids))
 
     async def existing_attempts(self, aids: Sequence[str]) -> set[str]:
-        if not aids:
-            return set()
-        cursor = self.attempts_col.find({"_id": {"$in": list(aids)}}, {"_id": 1})
-        return {d["_id"] async for d in cursor}
-
-    async def expired_attempts(self, now: datetime, limit: int) -> list[Document]:
-        cursor = (
-            self.attempts_col.find({"status": RUNNING, "lease_expires_at": {"$lt": now}})
-            .sort("lease_expires_at", ASCENDING)
-            .limit(limit)
+        docs = await asyncio.gather(
+            *(self.attempts_col.find_one({"_id": a}, {"_id": 1}) for a in set(aids))
         )
-        return [d async for d in cursor]
+        return {d["_id"] for d in docs if d is not None}
 
     # ----------------------------------------------------------------- finals
     async def claim_final(self, doc: Document) -> bool:
@@ -170,9 +207,21 @@ class TaskStore:
     async def get_final(self, task_id: str) -> Document | None:
         return await self.finals.find_one({"_id": task_id})
 
+    async def get_finals(self, task_ids: Iterable[str]) -> dict[str, Document]:
+        docs = await asyncio.gather(*(self.get_final(i) for i in set(task_ids)))
+        return {d["_id"]: d for d in docs if d is not None}
+
+    async def get_attempts(self, aids: Iterable[str]) -> dict[str, Document]:
+        docs = await asyncio.gather(*(self.get_attempt(a) for a in set(aids)))
+        return {d["_id"]: d for d in docs if d is not None}
+
     # ------------------------------------------------------------------ slots
     async def slots_for_key(self, key: str) -> list[Document]:
         return [d async for d in self.slots.find({"key": key})]
+
+    async def all_slots(self) -> list[Document]:
+        """Every held slot (a small collection: one document per running grouped task)."""
+        return [d async for d in self.slots.find({})]
 
     async def slot_of_task(self, task_id: str) -> Document | None:
         return await self.slots.find_one({"task_id": task_id})
@@ -187,10 +236,8 @@ class TaskStore:
         await self.slots.update_one({"_id": sid}, {"$set": dict(fields)})
 
     async def renew_slots(self, sids: Sequence[str], expires: datetime) -> None:
-        if sids:
-            await self.slots.update_many(
-                {"_id": {"$in": list(sids)}}, {"$set": {"lease_expires_at": expires}}
-            )
+        fields = {"$set": {"lease_expires_at": expires}}
+        await asyncio.gather(*(self.slots.update_one({"_id": s}, fields) for s in sids))
 
     async def release_slot(self, sid: str, task_id: str) -> None:
         await self.slots.delete_one({"_id": sid, "task_id": task_id})

@@ -8,7 +8,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from provisioning_common.events import EVENTS_CHANNEL, Event, EventBus
@@ -52,9 +52,37 @@ class EventPublisher:
             log.error("could not store event %s: %s", event_type, type(stored).__name__)
         if isinstance(published, BaseException):
             log.warning("could not publish event %s: %s", event_type, type(published).__name__)
-        for callback in self._subscribers:
-            try:
-                await callback(event)
-            except Exception:
-                log.exception("event subscriber failed")
+        await self._notify([event])
         return event
+
+    async def publish_many(
+        self, items: Sequence[tuple[str, Mapping[str, Any], Mapping[str, Any] | None]]
+    ) -> list[Event]:
+        """Like ``publish`` for many ``(event_type, data, metadata)``: one stored insert."""
+        events = [
+            Event(kind, dict(data), dict(metadata or {}), id=new_event_id())
+            for kind, data, metadata in items
+        ]
+        wires = [e.to_wire() for e in events]
+
+        async def publish_in_order() -> None:
+            for wire in wires:
+                await self.bus.publish(EVENTS_CHANNEL, wire)
+
+        stored, published = await asyncio.gather(
+            self.repository.insert_many(wires), publish_in_order(), return_exceptions=True
+        )
+        if isinstance(stored, BaseException):
+            log.error("could not store %d events: %s", len(wires), type(stored).__name__)
+        if isinstance(published, BaseException):
+            log.warning("could not publish events: %s", type(published).__name__)
+        await self._notify(events)
+        return events
+
+    async def _notify(self, events: Sequence[Event]) -> None:
+        for event in events:
+            for callback in self._subscribers:
+                try:
+                    await callback(event)
+                except Exception:
+                    log.exception("event subscriber failed")

@@ -23,6 +23,15 @@ class EventRepository:
         doc["_id"] = wire["id"]
         await self.events.insert_one(doc)
 
+    async def insert_many(self, wires: Sequence[Mapping[str, Any]]) -> None:
+        docs = []
+        for wire in wires:
+            doc = {k: v for k, v in wire.items() if k != "id"}
+            doc["_id"] = wire["id"]
+            docs.append(doc)
+        if docs:
+            await self.events.insert_many(docs, ordered=True)
+
     async def exists(self, event_id: str) -> bool:
         return await self.events.find_one({"_id": event_id}, {"_id": 1}) is not None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from orchestrator.audit import record_action, record_audit
 from orchestrator.auth import authorize
 from provisioning_common.envelope import ok
 from provisioning_common.openapi import api_doc
@@ -33,6 +34,7 @@ async def create_checkpoint(request: web.Request) -> web.Response:
     body = await load_body(request, CheckpointIn())
     cid = await service.create_checkpoint(
         request.app[ROLLBACK_CONTEXT], body["name"], body.get("description"))
+    await record_action(request, "create", f"checkpoints:{cid}", details={"name": body["name"]})
     return ok(cid, status=201)
 
 
@@ -69,7 +71,7 @@ async def list_operations(request: web.Request) -> web.Response:
 @routes.post("/rollback/execute")
 @api_doc(summary="Run compensations after a checkpoint, or of the listed operations",
          tags=["rollback"], body=RollbackIn, response=RollbackResultOut,
-         responses={409: "A batch it touches is running"})
+         responses={404: "Unknown checkpoint", 409: "A batch it touches is running"})
 async def execute_rollback(request: web.Request) -> web.Response:
     await authorize(request, "execute", "rollback:*")
     body = await load_body(request, RollbackIn())
@@ -77,6 +79,8 @@ async def execute_rollback(request: web.Request) -> web.Response:
         request.app[ROLLBACK_CONTEXT],
         checkpoint_id=body.get("checkpoint_id"), operation_ids=body.get("operation_ids"),
     )
+    await record_audit(request, action="rollback.execute",
+                       resource=f"checkpoints/{body.get('checkpoint_id') or '-'}", details=body)
     return ok(result)
 
 
@@ -86,7 +90,9 @@ async def execute_rollback(request: web.Request) -> web.Response:
 async def restore(request: web.Request) -> web.Response:
     cid = request.match_info["id"]
     await authorize(request, "restore", f"checkpoints:{cid}")
-    return ok(await service.restore(request.app[ROLLBACK_CONTEXT], cid))
+    restored = await service.restore(request.app[ROLLBACK_CONTEXT], cid)
+    await record_audit(request, action="rollback.restore", resource=f"checkpoints/{cid}")
+    return ok(restored)
 
 
 @routes.get("/rollback/statistics")

@@ -9,12 +9,12 @@ from aiohttp import web
 from provisioning_common.envelope import ok
 from provisioning_common.errors import Conflict, NotFound
 from provisioning_common.openapi import api_doc
-from provisioning_common.pagination import Page, paginated
-from provisioning_common.validation import load_query
+from provisioning_common.pagination import paginated, parse_listing
 
+from ..audit import record_action
 from ..auth import authorize
 from .keys import ENGINE
-from .schemas import AttemptView, TaskFilter, TaskQuery, TaskView, attempt_view, task_view
+from .schemas import AttemptView, TaskQuery, TaskView, attempt_view, task_view
 
 routes = web.RouteTableDef()
 
@@ -37,14 +37,13 @@ async def _task_id(request: web.Request, action: str) -> str:
 @api_doc(
     summary="List tasks, newest first",
     tags=["tasks"],
-    query=TaskFilter,
+    query=TaskQuery,
     response=TaskView,
     many=True,
 )
 async def list_tasks(request: web.Request) -> web.Response:
     await authorize(request, "read", "tasks:*")
-    query = load_query(request, TaskQuery())
-    page = Page(limit=query["limit"], offset=query["offset"])
+    page, query = parse_listing(request, TaskQuery())
     store = request.app[ENGINE].store
     items = await store.list_tasks(status=query.get("status"), limit=page.limit, offset=page.offset)
     total = await store.count(status=query.get("status"))
@@ -89,4 +88,5 @@ async def cancel_task(request: web.Request) -> web.Response:
         raise NotFound("Task not found")
     if result == "final":
         raise Conflict("Task has already finished")
+    await record_action(request, "cancel", f"tasks:{task_id}", details={"outcome": result})
     return ok("Task cancelled" if result == "cancelled" else "Task cancellation requested")

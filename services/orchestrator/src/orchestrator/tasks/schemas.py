@@ -7,18 +7,13 @@ from typing import Any
 
 from marshmallow import Schema, fields, validate
 
-from provisioning_common.pagination import MAX_LIMIT
+from provisioning_common.pagination import PageQuery
 
 from ..engine import STATUSES
 
 
-class TaskFilter(Schema):
+class TaskQuery(PageQuery):
     status = fields.String(validate=validate.OneOf(STATUSES))
-
-
-class TaskQuery(TaskFilter):
-    limit = fields.Integer(validate=validate.Range(1, MAX_LIMIT), load_default=50)
-    offset = fields.Integer(validate=validate.Range(0, 10**9), load_default=0)
 
 
 class TaskView(Schema):

@@ -7,8 +7,7 @@ from aiohttp import web
 from provisioning_common.envelope import ok
 from provisioning_common.errors import Conflict, NotFound
 from provisioning_common.openapi import api_doc
-from provisioning_common.pagination import Page, paginated
-from provisioning_common.validation import load_query
+from provisioning_common.pagination import paginated, parse_listing
 
 from ..audit import record_audit
 from ..auth import authorize
@@ -30,8 +29,7 @@ _MAX_ID = 200
 )
 async def list_deliveries(request: web.Request) -> web.Response:
     await authorize(request, "read", "webhooks:*")
-    params = load_query(request, DeliveryQuery())
-    page = Page(limit=params["limit"], offset=params["offset"])
+    page, params = parse_listing(request, DeliveryQuery())
     outbox = request.app[WEBHOOKS].outbox
     docs, total = await outbox.find_items(
         delivery_query(params), limit=page.limit, offset=page.offset

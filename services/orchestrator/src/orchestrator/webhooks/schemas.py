@@ -8,20 +8,18 @@ from typing import Any
 from marshmallow import Schema, fields, validate
 
 from provisioning_common.outbox import DELIVERING, FAILED, PENDING, SUCCEEDED
-from provisioning_common.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from provisioning_common.pagination import PageQuery
 
 from .config import WEBHOOK_EVENTS
 
 DELIVERY_STATUSES = (PENDING, DELIVERING, SUCCEEDED, FAILED)
 
 
-class DeliveryQuery(Schema):
+class DeliveryQuery(PageQuery):
     event = fields.String(validate=validate.OneOf(sorted(WEBHOOK_EVENTS)))
     status = fields.String(validate=validate.OneOf(DELIVERY_STATUSES))
     endpoint_id = fields.String(validate=validate.Length(min=1, max=64))
     event_id = fields.String(validate=validate.Length(min=1, max=128))
-    limit = fields.Integer(validate=validate.Range(1, MAX_LIMIT), load_default=DEFAULT_LIMIT)
-    offset = fields.Integer(validate=validate.Range(0, 10**9), load_default=0)
 
 
 class DeliveryAttemptView(Schema):
