@@ -29,10 +29,16 @@ def random_dag(seed: int = 42) -> dict[str, Any]:
         # Mostly shallow fan-in to recent operations: a DAG with real width.
         pool = list(range(max(0, i - 30), i))
         deps = sorted(rng.sample(pool, min(len(pool), rng.choice([0, 0, 1, 1, 2, 3]))))
-        ops.append({"id": f"op{i:03d}", "type": "cluster_batch", "provider": "aws",
-                    "dependencies": [f"op{j:03d}" for j in deps], "cluster_type": f"c{i}"})
-    return {"name": "bench", "version": "1.0.0", "parallel_limit": PARALLEL,
-            "operations": ops}
+        ops.append(
+            {
+                "id": f"op{i:03d}",
+                "type": "cluster_batch",
+                "provider": "aws",
+                "dependencies": [f"op{j:03d}" for j in deps],
+                "cluster_type": f"c{i}",
+            }
+        )
+    return {"name": "bench", "version": "1.0.0", "parallel_limit": PARALLEL, "operations": ops}
 
 
 async def raw_baseline(cli: str, count: int, parallel: int) -> float:
@@ -41,8 +47,15 @@ async def raw_baseline(cli: str, count: int, parallel: int) -> float:
     async def one(i: int) -> None:
         async with sem:
             proc = await asyncio.create_subprocess_exec(
-                cli, "cluster", "create", f"c{i}", "--provider", "aws",
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+                cli,
+                "cluster",
+                "create",
+                f"c{i}",
+                "--provider",
+                "aws",
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
             await proc.communicate()
 
     start = time.perf_counter()
@@ -56,9 +69,16 @@ async def test_bench_batch_scheduling_overhead(
 ) -> None:
     cli = shutil.which("true") or "/bin/true"
     baseline = await raw_baseline(cli, OPERATIONS, PARALLEL)
-    h, stoppables = await make_harness(mongo_db, redis_client, tmp_path, cli=cli,
-                                       concurrency=PARALLEL * 2, poll=0.05, interval=1.0,
-                                       orphan_after=300.0)
+    h, stoppables = await make_harness(
+        mongo_db,
+        redis_client,
+        tmp_path,
+        cli=cli,
+        concurrency=PARALLEL * 2,
+        poll=0.05,
+        interval=1.0,
+        orphan_after=300.0,
+    )
     try:
         start = time.perf_counter()
         batch_id = await h.submit(random_dag())
@@ -72,9 +92,13 @@ async def test_bench_batch_scheduling_overhead(
     assert doc["status"] == "Completed"
     # Where the time goes: dependencies-ready → start (queue, slot, claim) and the
     # run itself as the engine records it (spawn, output, finalize).
-    waits = [(t["started_at"] - max([tasks[d]["completed_at"] for d in t["dependencies"]]
-                                    or [t["created_at"]])).total_seconds()
-             for t in tasks.values()]
+    waits = [
+        (
+            t["started_at"]
+            - max([tasks[d]["completed_at"] for d in t["dependencies"]] or [t["created_at"]])
+        ).total_seconds()
+        for t in tasks.values()
+    ]
     runs = [(t["completed_at"] - t["started_at"]).total_seconds() for t in tasks.values()]
     per_task = wall / OPERATIONS
     base_per_task = baseline / OPERATIONS

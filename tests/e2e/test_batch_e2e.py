@@ -26,21 +26,36 @@ def _ts(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def _post(services: Services, path: str, body: Any = None, url: str | None = None,
-          token: str | None = None, headers: dict[str, str] | None = None) -> requests.Response:
+def _post(
+    services: Services,
+    path: str,
+    body: Any = None,
+    url: str | None = None,
+    token: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> requests.Response:
     # Rollbacks answer when their compensations finished: a generous timeout.
-    return requests.post(f"{url or services.orch_url}{path}", json=body,
-                         headers={**services.headers(token), **(headers or {})}, timeout=120)
+    return requests.post(
+        f"{url or services.orch_url}{path}",
+        json=body,
+        headers={**services.headers(token), **(headers or {})},
+        timeout=120,
+    )
 
 
 def _get(services: Services, path: str, url: str | None = None) -> requests.Response:
-    return requests.get(f"{url or services.orch_url}{path}", headers=services.headers(),
-                        timeout=30)
+    return requests.get(f"{url or services.orch_url}{path}", headers=services.headers(), timeout=30)
 
 
-def wait_batch(services: Services, batch_id: str, *, url: str | None = None,
-               timeout: float = 60, seen: list[float] | None = None,
-               rollback: bool = False) -> dict[str, Any]:
+def wait_batch(
+    services: Services,
+    batch_id: str,
+    *,
+    url: str | None = None,
+    timeout: float = 60,
+    seen: list[float] | None = None,
+    rollback: bool = False,
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     doc: dict[str, Any] = {}
     while time.monotonic() < deadline:
@@ -48,8 +63,11 @@ def wait_batch(services: Services, batch_id: str, *, url: str | None = None,
         if resp.status_code == 200:
             doc = resp.json()["data"]
             if seen is not None:
-                seen.append(_get(services, f"/state/workflows/{batch_id}/progress",
-                                 url).json()["data"]["progress"])
+                seen.append(
+                    _get(services, f"/state/workflows/{batch_id}/progress", url).json()["data"][
+                        "progress"
+                    ]
+                )
             done = doc["status"] in FINAL
             if done and rollback:
                 done = bool(doc["rollback"]) and doc["rollback"]["status"] in FINAL
@@ -88,7 +106,8 @@ def test_contract_batch_runs_in_order_with_state(services: Services) -> None:
     assert servers[0]["command"].endswith("servers create")
     assert servers[0]["args"][:2] == ["--provider", "upcloud"]
     assert max(_ts(t["completed_at"]) for t in servers) <= min(
-        _ts(t["started_at"]) for t in taskservs)
+        _ts(t["started_at"]) for t in taskservs
+    )
 
     listing = _get(services, "/batch/operations?limit=5")
     assert listing.status_code == 200
@@ -96,8 +115,14 @@ def test_contract_batch_runs_in_order_with_state(services: Services) -> None:
     assert listing.json()["data"][0]["batch_id"] == data["batch_id"]  # newest first
 
     progress = _get(services, f"/state/workflows/{data['batch_id']}/progress").json()["data"]
-    assert set(progress) >= {"workflow_id", "progress", "current_step", "total_steps",
-                             "completed_steps", "estimated_time_remaining"}
+    assert set(progress) >= {
+        "workflow_id",
+        "progress",
+        "current_step",
+        "total_steps",
+        "completed_steps",
+        "estimated_time_remaining",
+    }
     assert (progress["total_steps"], progress["completed_steps"]) == (5, 5)
     one = _get(services, f"/state/workflows/{servers[0]['id']}/progress").json()["data"]
     assert one["progress"] == 100.0
@@ -111,8 +136,11 @@ def test_contract_batch_runs_in_order_with_state(services: Services) -> None:
     assert metrics["system_load"]["memory_usage"] > 0
     health = _get(services, "/state/system/health").json()["data"]
     assert health["overall_status"] == "Healthy"
-    assert health["components"] == {"storage": "Healthy", "batch_coordinator": "Healthy",
-                                     "monitoring": "Healthy"}
+    assert health["components"] == {
+        "storage": "Healthy",
+        "batch_coordinator": "Healthy",
+        "monitoring": "Healthy",
+    }
     assert health["last_check"].endswith("Z")
     stats = _get(services, "/state/statistics").json()["data"]
     assert stats["total_workflows"] >= 1
@@ -171,8 +199,10 @@ def test_authorization_idempotency_and_rate_limit(
     # The batch tier is counted per user in Redis (shared by replicas): a fresh user.
     operator = services.user_token("operator")
     limited = start_orchestrator_process(RATE_LIMIT_BATCH_PER_MINUTE="2")
-    responses = [_post(services, "/batch/plan", CONTRACT_BATCH, url=limited.url,
-                       token=operator) for _ in range(3)]
+    responses = [
+        _post(services, "/batch/plan", CONTRACT_BATCH, url=limited.url, token=operator)
+        for _ in range(3)
+    ]
     assert [r.status_code for r in responses] == [200, 200, 429]
     assert responses[0].headers["X-RateLimit-Limit"] == "2"
     assert int(responses[2].headers["Retry-After"]) >= 1
@@ -180,29 +210,57 @@ def test_authorization_idempotency_and_rate_limit(
 
 def test_failure_rolls_back_newest_first(services: Services) -> None:
     body = {
-        "name": "failing", "version": "1.0.0", "parallel_limit": 2, "rollback_enabled": True,
+        "name": "failing",
+        "version": "1.0.0",
+        "parallel_limit": 2,
+        "rollback_enabled": True,
         "operations": [
-            {"id": "servers", "type": "server_batch", "provider": "upcloud",
-             "server_configs": [{"name": "rb-web-01", "plan": "p", "zone": "z"}]},
-            {"id": "cluster", "type": "cluster_batch", "provider": "upcloud",
-             "dependencies": ["servers"], "cluster_type": "rb-k8s"},
-            {"id": "bad", "type": "taskserv_batch", "provider": "upcloud",
-             "dependencies": ["cluster"], "taskservs": ["will-fail"]},
-            {"id": "after", "type": "taskserv_batch", "provider": "upcloud",
-             "dependencies": ["bad"], "taskservs": ["cilium"]},
+            {
+                "id": "servers",
+                "type": "server_batch",
+                "provider": "upcloud",
+                "server_configs": [{"name": "rb-web-01", "plan": "p", "zone": "z"}],
+            },
+            {
+                "id": "cluster",
+                "type": "cluster_batch",
+                "provider": "upcloud",
+                "dependencies": ["servers"],
+                "cluster_type": "rb-k8s",
+            },
+            {
+                "id": "bad",
+                "type": "taskserv_batch",
+                "provider": "upcloud",
+                "dependencies": ["cluster"],
+                "taskservs": ["will-fail"],
+            },
+            {
+                "id": "after",
+                "type": "taskserv_batch",
+                "provider": "upcloud",
+                "dependencies": ["bad"],
+                "taskservs": ["cilium"],
+            },
         ],
     }
     batch_id = _post(services, "/batch/execute", body).json()["data"]["batch_id"]
     doc = wait_batch(services, batch_id, rollback=True)
     assert doc["status"] == "Failed"
     status = {op["id"]: op["status"] for op in doc["operations"]}
-    assert status == {"servers": "Completed", "cluster": "Completed", "bad": "Failed",
-                      "after": "Cancelled"}
+    assert status == {
+        "servers": "Completed",
+        "cluster": "Completed",
+        "bad": "Failed",
+        "after": "Cancelled",
+    }
     assert doc["rolled_back"] is True
     assert doc["rollback"]["operations_executed"] == 2
     comps = [task(services, t) for t in doc["rollback"]["task_ids"]]
-    assert [c["command"].split()[-2:] for c in comps] == [["cluster", "delete"],
-                                                          ["servers", "delete"]]
+    assert [c["command"].split()[-2:] for c in comps] == [
+        ["cluster", "delete"],
+        ["servers", "delete"],
+    ]
     assert _ts(comps[0]["completed_at"]) <= _ts(comps[1]["started_at"])
     cancel = _post(services, f"/batch/operations/{batch_id}/cancel")
     assert cancel.status_code == 409
@@ -225,8 +283,11 @@ def test_cancel_mid_batch(services: Services) -> None:
 def test_kill_9_mid_batch_then_restart_completes(
     services: Services, start_orchestrator_process: Callable[..., ServiceProcess]
 ) -> None:
-    env = {"MONGODB_DATABASE": f"orch_{uuid.uuid4().hex[:12]}", "ENGINE_LEASE_SECONDS": "2",
-           "ENGINE_HEARTBEAT_SECONDS": "0.4"}
+    env = {
+        "MONGODB_DATABASE": f"orch_{uuid.uuid4().hex[:12]}",
+        "ENGINE_LEASE_SECONDS": "2",
+        "ENGINE_HEARTBEAT_SECONDS": "0.4",
+    }
     first = start_orchestrator_process(**env)
     body = copy.deepcopy(CONTRACT_BATCH)
     body["operations"][0]["server_configs"][0]["name"] = "web-sleep2"
@@ -240,15 +301,32 @@ def test_kill_9_mid_batch_then_restart_completes(
 
 def test_checkpoint_rollback_and_restore(services: Services) -> None:
     def chain(tag: str) -> dict[str, Any]:
-        return {"name": f"cp-{tag}", "version": "1.0.0", "parallel_limit": 2, "operations": [
-            {"id": "servers", "type": "server_batch", "provider": "aws",
-             "server_configs": [{"name": f"{tag}-web", "plan": "p", "zone": "z"}]},
-            {"id": "ts", "type": "taskserv_batch", "provider": "aws",
-             "dependencies": ["servers"], "taskservs": [f"{tag}-ts"]},
-        ]}
+        return {
+            "name": f"cp-{tag}",
+            "version": "1.0.0",
+            "parallel_limit": 2,
+            "operations": [
+                {
+                    "id": "servers",
+                    "type": "server_batch",
+                    "provider": "aws",
+                    "server_configs": [{"name": f"{tag}-web", "plan": "p", "zone": "z"}],
+                },
+                {
+                    "id": "ts",
+                    "type": "taskserv_batch",
+                    "provider": "aws",
+                    "dependencies": ["servers"],
+                    "taskservs": [f"{tag}-ts"],
+                },
+            ],
+        }
 
-    resp = _post(services, "/rollback/checkpoints",
-                 {"name": "before_major_update", "description": "before v2"})
+    resp = _post(
+        services,
+        "/rollback/checkpoints",
+        {"name": "before_major_update", "description": "before v2"},
+    )
     assert resp.status_code == 201
     cp = resp.json()["data"]
     assert _post(services, "/rollback/checkpoints", {"name": ""}).status_code == 422
@@ -261,10 +339,12 @@ def test_checkpoint_rollback_and_restore(services: Services) -> None:
     ledger = _get(services, "/rollback/operations?limit=100").json()["data"]
     mine = [e for e in ledger if e["batch_id"] == second["batch_id"]]
     assert {e["operation_id"] for e in mine} == {"servers", "ts"}
-    assert all({"id", "task_id", "applied", "compensation", "applied_at"} <= set(e)
-               for e in mine)
-    partial = _post(services, "/rollback/execute",
-                    {"operation_ids": [e["id"] for e in mine if e["operation_id"] == "ts"]})
+    assert all({"id", "task_id", "applied", "compensation", "applied_at"} <= set(e) for e in mine)
+    partial = _post(
+        services,
+        "/rollback/execute",
+        {"operation_ids": [e["id"] for e in mine if e["operation_id"] == "ts"]},
+    )
     assert partial.status_code == 200
     assert partial.json()["data"]["operations_executed"] == 1
 
@@ -272,26 +352,42 @@ def test_checkpoint_rollback_and_restore(services: Services) -> None:
     assert result.status_code == 200, result.text
     data = result.json()["data"]
     assert data["success"] is True
-    assert set(data) == {"rollback_id", "success", "operations_executed",
-                         "operations_failed", "duration"}
+    assert set(data) == {
+        "rollback_id",
+        "success",
+        "operations_executed",
+        "operations_failed",
+        "duration",
+    }
     # Everything after the checkpoint not yet compensated: 3 (second's ts was done).
     assert data["operations_executed"] >= 3
     listed = _get(services, "/tasks?limit=200").json()["data"]
     tags = (first_tag, second_tag)
-    deletes = sorted((t for t in listed if t["name"].startswith("rollback:")
-                      and t["name"].split(":")[-1].startswith(tags)),
-                     key=lambda t: _ts(t["started_at"]))
+    deletes = sorted(
+        (
+            t
+            for t in listed
+            if t["name"].startswith("rollback:") and t["name"].split(":")[-1].startswith(tags)
+        ),
+        key=lambda t: _ts(t["started_at"]),
+    )
     # Newest first; the second batch's taskserv was compensated by the partial rollback.
     assert [t["name"].split(":")[-1] for t in deletes] == [
-        f"{second_tag}-ts", f"{second_tag}-web", f"{first_tag}-ts", f"{first_tag}-web"]
+        f"{second_tag}-ts",
+        f"{second_tag}-web",
+        f"{first_tag}-ts",
+        f"{first_tag}-web",
+    ]
     assert [t["command"].split()[-2:] for t in deletes[1:]] == [
-        ["servers", "delete"], ["taskserv", "delete"], ["servers", "delete"]]
+        ["servers", "delete"],
+        ["taskserv", "delete"],
+        ["servers", "delete"],
+    ]
     for a, b in itertools.pairwise(deletes[1:]):
         assert _ts(a["completed_at"]) <= _ts(b["started_at"])
 
     detail = _get(services, f"/rollback/checkpoints/{cp}").json()["data"]
-    assert set(detail) >= {"id", "name", "description", "created_at", "size",
-                           "operations_count"}
+    assert set(detail) >= {"id", "name", "description", "created_at", "size", "operations_count"}
     listing = _get(services, "/rollback/checkpoints").json()["data"]
     assert any(c["id"] == cp for c in listing)
     restored = _post(services, f"/rollback/restore/{cp}")
@@ -301,7 +397,11 @@ def test_checkpoint_rollback_and_restore(services: Services) -> None:
     stats = _get(services, "/rollback/statistics").json()["data"]
     assert stats["total_checkpoints"] >= 1
     assert stats["total_rollbacks"] >= 2
-    assert set(stats) == {"total_checkpoints", "total_rollbacks", "success_rate",
-                          "average_rollback_time"}
+    assert set(stats) == {
+        "total_checkpoints",
+        "total_rollbacks",
+        "success_rate",
+        "average_rollback_time",
+    }
     assert _post(services, "/rollback/restore/missing").status_code == 404
     assert _post(services, "/rollback/execute", {}).status_code == 422

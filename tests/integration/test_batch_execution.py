@@ -78,8 +78,9 @@ class Harness:
         self.coordinator.poke(result["batch_id"])
         return str(result["batch_id"])
 
-    async def wait(self, batch_id: str, timeout: float = 30.0,
-                   until_rollback: bool = False) -> dict[str, Any]:
+    async def wait(
+        self, batch_id: str, timeout: float = 30.0, until_rollback: bool = False
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             doc = await self.batch.repo.get(batch_id)
@@ -87,7 +88,9 @@ class Harness:
             done = doc["status"] in ("Completed", "Failed", "Cancelled")
             if done and until_rollback:
                 done = bool(doc.get("rollback")) and doc["rollback"]["status"] in (
-                    "Completed", "Failed")
+                    "Completed",
+                    "Failed",
+                )
             if done:
                 return doc
             await asyncio.sleep(0.1)
@@ -98,32 +101,59 @@ class Harness:
 
 
 async def make_harness(
-    db: AsyncDatabase[dict[str, Any]], redis: Redis, workdir: Path, *,
-    env: Mapping[str, str] | None = None, cli: str | None = None, concurrency: int = 16,
-    poll: float = 0.05, interval: float = 0.2, orphan_after: float = 2.0,
+    db: AsyncDatabase[dict[str, Any]],
+    redis: Redis,
+    workdir: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    cli: str | None = None,
+    concurrency: int = 16,
+    poll: float = 0.05,
+    interval: float = 0.2,
+    orphan_after: float = 2.0,
 ) -> tuple[Harness, list[Any]]:
     log = workdir / "sim.log"
     sim = cli or str(write_simulator(workdir))
     environ = {"PATH": os.environ.get("PATH", ""), "PROVISIONING_SIM_LOG": str(log), **(env or {})}
-    settings = EngineSettings(cli=sim, concurrency=concurrency, poll_seconds=poll,
-                              lease_seconds=5.0, heartbeat_seconds=1.0,
-                              kill_grace_seconds=1.0, shutdown_grace_seconds=1.0)
+    settings = EngineSettings(
+        cli=sim,
+        concurrency=concurrency,
+        poll_seconds=poll,
+        lease_seconds=5.0,
+        heartbeat_seconds=1.0,
+        kill_grace_seconds=1.0,
+        shutdown_grace_seconds=1.0,
+    )
     events = EventRepository(db)
     publisher = EventPublisher(events, EventBus(redis))
     engine = Engine(TaskStore(db), settings, publisher, environ=environ)
     repo, snapshots, ledger = BatchRepository(db), SnapshotRepository(db), RollbackRepository(db)
     for r in (repo, snapshots, ledger):
         await r.ensure_indexes()
-    ctx = BatchContext(repo=repo, snapshots=snapshots, ledger=ledger, engine=engine,
-                       publisher=publisher, cli=sim, worker_id=engine.worker_id,
-                       orphan_after_seconds=orphan_after)
+    ctx = BatchContext(
+        repo=repo,
+        snapshots=snapshots,
+        ledger=ledger,
+        engine=engine,
+        publisher=publisher,
+        cli=sim,
+        worker_id=engine.worker_id,
+        orphan_after_seconds=orphan_after,
+    )
     coordinator = BatchCoordinator(ctx, interval)
     engine.add_final_listener(coordinator.on_task_final)
     await engine.start()
     coordinator.start()
-    rb = RollbackContext(repo=ledger, batches=repo, snapshots=snapshots, engine=engine,
-                         publisher=publisher, worker_id=engine.worker_id, wait_seconds=30.0,
-                         poll_seconds=0.05)
+    rb = RollbackContext(
+        repo=ledger,
+        batches=repo,
+        snapshots=snapshots,
+        engine=engine,
+        publisher=publisher,
+        worker_id=engine.worker_id,
+        wait_seconds=30.0,
+        poll_seconds=0.05,
+    )
     return Harness(db, engine, ctx, rb, coordinator, log), [coordinator, engine]
 
 
@@ -156,8 +186,10 @@ async def test_contract_batch_completes_in_dependency_order(
         msg = await pubsub.get_message(timeout=0.2)
         if msg is not None:
             heard.append(json.loads(msg["data"]))
-        elif any(e["data"].get("status") == "completed" and e["event_type"] ==
-                 "BatchStatusChanged" for e in heard):
+        elif any(
+            e["data"].get("status") == "completed" and e["event_type"] == "BatchStatusChanged"
+            for e in heard
+        ):
             break
     await pubsub.unsubscribe()
     await pubsub.aclose()
@@ -176,8 +208,16 @@ async def test_contract_batch_completes_in_dependency_order(
     assert max(c["end"] for c in servers) <= min(c["start"] for c in taskservs)
     # The two server tasks run in parallel: either may start first.
     web01 = next(c for c in servers if "web-01" in c["argv"])
-    assert web01["argv"][2:] == ["--provider", "upcloud", "--name", "web-01",
-                                 "--plan", "1xCPU-2GB", "--zone", "de-fra1"]
+    assert web01["argv"][2:] == [
+        "--provider",
+        "upcloud",
+        "--name",
+        "web-01",
+        "--plan",
+        "1xCPU-2GB",
+        "--zone",
+        "de-fra1",
+    ]
     # Status changes are snapshots and events, once each.
     states = [s["state"] for s in await harness.batch.snapshots.for_workflow(batch_id)]
     assert states == ["Pending", "Running", "Completed"]
@@ -195,23 +235,32 @@ async def test_contract_batch_completes_in_dependency_order(
 async def test_parallel_limit_bounds_overlap(
     mongo_db: AsyncDatabase[dict[str, Any]], redis_client: Redis, tmp_path: Path
 ) -> None:
-    h, stoppables = await make_harness(mongo_db, redis_client, tmp_path,
-                                       env={"PROVISIONING_SIM_SLEEP": "0.3"})
+    h, stoppables = await make_harness(
+        mongo_db, redis_client, tmp_path, env={"PROVISIONING_SIM_SLEEP": "0.3"}
+    )
     try:
         body = {
-            "name": "limit", "version": "1.0.0", "parallel_limit": 2,
-            "operations": [{
-                "id": "many", "type": "taskserv_batch", "provider": "aws",
-                "taskservs": [f"ts{i}" for i in range(10)],
-            }],
+            "name": "limit",
+            "version": "1.0.0",
+            "parallel_limit": 2,
+            "operations": [
+                {
+                    "id": "many",
+                    "type": "taskserv_batch",
+                    "provider": "aws",
+                    "taskservs": [f"ts{i}" for i in range(10)],
+                }
+            ],
         }
         batch_id = await h.submit(body)
         doc = await h.wait(batch_id, timeout=60)
         assert doc["status"] == "Completed"
         calls = read_log(h.log)
         assert len(calls) == 10
-        points = sorted([(c["start"], 1) for c in calls] + [(c["end"], -1) for c in calls],
-                        key=lambda p: (p[0], p[1]))
+        points = sorted(
+            [(c["start"], 1) for c in calls] + [(c["end"], -1) for c in calls],
+            key=lambda p: (p[0], p[1]),
+        )
         running = peak = 0
         for _, delta in points:
             running += delta
@@ -223,17 +272,41 @@ async def test_parallel_limit_bounds_overlap(
 
 
 FAILING_BATCH: dict[str, Any] = {
-    "name": "failing", "version": "1.0.0", "parallel_limit": 3, "rollback_enabled": True,
+    "name": "failing",
+    "version": "1.0.0",
+    "parallel_limit": 3,
+    "rollback_enabled": True,
     "operations": [
-        {"id": "servers", "type": "server_batch", "provider": "upcloud",
-         "server_configs": [{"name": "web-01", "plan": "p1", "zone": "z1"},
-                            {"name": "web-02", "plan": "p1", "zone": "z1"}]},
-        {"id": "cluster", "type": "cluster_batch", "provider": "upcloud",
-         "dependencies": ["servers"], "cluster_type": "k8s"},
-        {"id": "taskservs", "type": "taskserv_batch", "provider": "upcloud",
-         "dependencies": ["cluster"], "taskservs": ["boom"]},
-        {"id": "after", "type": "taskserv_batch", "provider": "upcloud",
-         "dependencies": ["taskservs"], "taskservs": ["cilium"]},
+        {
+            "id": "servers",
+            "type": "server_batch",
+            "provider": "upcloud",
+            "server_configs": [
+                {"name": "web-01", "plan": "p1", "zone": "z1"},
+                {"name": "web-02", "plan": "p1", "zone": "z1"},
+            ],
+        },
+        {
+            "id": "cluster",
+            "type": "cluster_batch",
+            "provider": "upcloud",
+            "dependencies": ["servers"],
+            "cluster_type": "k8s",
+        },
+        {
+            "id": "taskservs",
+            "type": "taskserv_batch",
+            "provider": "upcloud",
+            "dependencies": ["cluster"],
+            "taskservs": ["boom"],
+        },
+        {
+            "id": "after",
+            "type": "taskserv_batch",
+            "provider": "upcloud",
+            "dependencies": ["taskservs"],
+            "taskservs": ["cilium"],
+        },
     ],
 }
 
@@ -241,14 +314,19 @@ FAILING_BATCH: dict[str, Any] = {
 async def test_failure_cancels_dependents_and_rolls_back_newest_first(
     mongo_db: AsyncDatabase[dict[str, Any]], redis_client: Redis, tmp_path: Path
 ) -> None:
-    h, stoppables = await make_harness(mongo_db, redis_client, tmp_path,
-                                       env={"PROVISIONING_SIM_FAIL": "boom"})
+    h, stoppables = await make_harness(
+        mongo_db, redis_client, tmp_path, env={"PROVISIONING_SIM_FAIL": "boom"}
+    )
     try:
         batch_id = await h.submit(FAILING_BATCH)
         doc = await h.wait(batch_id, until_rollback=True)
         statuses = {op["id"]: op["status"] for op in doc["operations"]}
-        assert statuses == {"servers": "Completed", "cluster": "Completed",
-                            "taskservs": "Failed", "after": "Cancelled"}
+        assert statuses == {
+            "servers": "Completed",
+            "cluster": "Completed",
+            "taskservs": "Failed",
+            "after": "Cancelled",
+        }
         assert doc["status"] == "Failed"
         assert doc["rolled_back"] is True
         assert doc["rollback"]["status"] == "Completed"
@@ -257,8 +335,12 @@ async def test_failure_cancels_dependents_and_rolls_back_newest_first(
         assert [d[0] for d in deletes] == ["cluster", "servers", "servers"]
         assert deletes[0] == ["cluster", "delete", "k8s", "--provider", "upcloud"]
         assert {d[5] for d in deletes[1:]} == {"web-01", "web-02"}
-        kinds = [e["event_type"] for e in await h.db["events"].find(
-            {"event_type": {"$in": ["RollbackStarted", "RollbackCompleted"]}}).to_list()]
+        kinds = [
+            e["event_type"]
+            for e in await h.db["events"]
+            .find({"event_type": {"$in": ["RollbackStarted", "RollbackCompleted"]}})
+            .to_list()
+        ]
         assert kinds == ["RollbackStarted", "RollbackCompleted"]
         entries = await h.rollback.repo.ledger_entries(doc["rollback"]["compensates"])
         assert all(e["compensated_by"] == doc["rollback"]["rollback_id"] for e in entries)
@@ -270,8 +352,9 @@ async def test_failure_cancels_dependents_and_rolls_back_newest_first(
 async def test_cancel_mid_batch(
     mongo_db: AsyncDatabase[dict[str, Any]], redis_client: Redis, tmp_path: Path
 ) -> None:
-    h, stoppables = await make_harness(mongo_db, redis_client, tmp_path,
-                                       env={"PROVISIONING_SIM_SLEEP": "5"})
+    h, stoppables = await make_harness(
+        mongo_db, redis_client, tmp_path, env={"PROVISIONING_SIM_SLEEP": "5"}
+    )
     try:
         batch_id = await h.submit(CONTRACT_BATCH)
         for _ in range(100):
@@ -319,11 +402,16 @@ async def test_two_coordinators_decide_once(
     once and each status change / rollback is announced once."""
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    a, stop_a = await make_harness(mongo_db, redis_client, tmp_path / "a",
-                                   env={"PROVISIONING_SIM_FAIL": "boom"})
-    b, stop_b = await make_harness(mongo_db, redis_client, tmp_path / "b",
-                                   env={"PROVISIONING_SIM_FAIL": "boom"},
-                                   cli=a.batch.cli)
+    a, stop_a = await make_harness(
+        mongo_db, redis_client, tmp_path / "a", env={"PROVISIONING_SIM_FAIL": "boom"}
+    )
+    b, stop_b = await make_harness(
+        mongo_db,
+        redis_client,
+        tmp_path / "b",
+        env={"PROVISIONING_SIM_FAIL": "boom"},
+        cli=a.batch.cli,
+    )
     try:
         batch_id = await a.submit(FAILING_BATCH)
         b.coordinator.poke(batch_id)
@@ -350,12 +438,21 @@ async def test_parallel_limit_holds_across_replicas(
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     a, stop_a = await make_harness(mongo_db, redis_client, tmp_path / "a", env=env)
-    b, stop_b = await make_harness(mongo_db, redis_client, tmp_path / "b", env=env,
-                                   cli=a.batch.cli)
+    b, stop_b = await make_harness(mongo_db, redis_client, tmp_path / "b", env=env, cli=a.batch.cli)
     try:
-        body = {"name": "spread", "version": "1.0.0", "parallel_limit": 2, "operations": [{
-            "id": "many", "type": "taskserv_batch", "provider": "aws",
-            "taskservs": [f"ts{i}" for i in range(10)]}]}
+        body = {
+            "name": "spread",
+            "version": "1.0.0",
+            "parallel_limit": 2,
+            "operations": [
+                {
+                    "id": "many",
+                    "type": "taskserv_batch",
+                    "provider": "aws",
+                    "taskservs": [f"ts{i}" for i in range(10)],
+                }
+            ],
+        }
         batch_id = await a.submit(body)
         assert (await a.wait(batch_id, timeout=60))["status"] == "Completed"
         calls = read_log(a.log) + read_log(b.log)

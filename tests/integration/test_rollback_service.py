@@ -30,14 +30,30 @@ async def harness(
 
 def chain_batch(name: str) -> dict[str, Any]:
     return {
-        "name": name, "version": "1.0.0", "parallel_limit": 2,
+        "name": name,
+        "version": "1.0.0",
+        "parallel_limit": 2,
         "operations": [
-            {"id": "servers", "type": "server_batch", "provider": "upcloud",
-             "server_configs": [{"name": f"{name}-web", "plan": "p", "zone": "z"}]},
-            {"id": "cluster", "type": "cluster_batch", "provider": "upcloud",
-             "dependencies": ["servers"], "cluster_type": f"{name}-k8s"},
-            {"id": "taskservs", "type": "taskserv_batch", "provider": "upcloud",
-             "dependencies": ["cluster"], "taskservs": [f"{name}-cilium"]},
+            {
+                "id": "servers",
+                "type": "server_batch",
+                "provider": "upcloud",
+                "server_configs": [{"name": f"{name}-web", "plan": "p", "zone": "z"}],
+            },
+            {
+                "id": "cluster",
+                "type": "cluster_batch",
+                "provider": "upcloud",
+                "dependencies": ["servers"],
+                "cluster_type": f"{name}-k8s",
+            },
+            {
+                "id": "taskservs",
+                "type": "taskserv_batch",
+                "provider": "upcloud",
+                "dependencies": ["cluster"],
+                "taskservs": [f"{name}-cilium"],
+            },
         ],
     }
 
@@ -54,8 +70,10 @@ async def test_checkpoint_rollback_runs_deletes_newest_first(harness: Harness) -
     await harness.wait(after)
 
     result = await service.execute(ctx, checkpoint_id=cp, operation_ids=None)
-    tasks = [(t["name"], t["status"], t["error"]) async for t in harness.db["tasks"].find(
-        {"batch_id": None})]
+    tasks = [
+        (t["name"], t["status"], t["error"])
+        async for t in harness.db["tasks"].find({"batch_id": None})
+    ]
     assert result["success"] is True, (result, tasks)
     assert result["operations_executed"] == 3
     assert result["operations_failed"] == 0
@@ -95,8 +113,9 @@ async def test_partial_rollback_by_operation_ids(harness: Harness) -> None:
 async def test_refused_while_batch_running_and_restore(
     mongo_db: AsyncDatabase[dict[str, Any]], redis_client: Redis, tmp_path: Path
 ) -> None:
-    h, stoppables = await make_harness(mongo_db, redis_client, tmp_path,
-                                       env={"PROVISIONING_SIM_SLEEP": "1.5"})
+    h, stoppables = await make_harness(
+        mongo_db, redis_client, tmp_path, env={"PROVISIONING_SIM_SLEEP": "1.5"}
+    )
     try:
         ctx = h.rollback
         first = await h.submit(chain_batch("one"))

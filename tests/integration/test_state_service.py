@@ -44,10 +44,14 @@ def state_ctx(h: Harness, redis: Redis, *, coordinator_ok: bool = True) -> State
         return await database_size_bytes(h.db)
 
     return StateContext(
-        batches=h.batch.repo, store=h.engine.store, snapshots=h.batch.snapshots,
-        stats=TaskStatsRepository(h.db), storage_probe=storage,
+        batches=h.batch.repo,
+        store=h.engine.store,
+        snapshots=h.batch.snapshots,
+        stats=TaskStatsRepository(h.db),
+        storage_probe=storage,
         coordinator_probe=(h.coordinator.healthy if coordinator_ok else lambda: False),
-        monitoring_probe=monitoring, database_size=size,
+        monitoring_probe=monitoring,
+        database_size=size,
     )
 
 
@@ -64,9 +68,15 @@ async def test_progress_snapshots_metrics_statistics(harness: Harness, redis_cli
     assert progress["estimated_time_remaining"] == 0
 
     # A standalone task of a kind seen before gets an ETA from those durations.
-    task_id = await harness.engine.create_task(TaskSpec(
-        name="later", subcommand=("taskserv", "create"), args=("extra", "--provider", "aws"),
-        kind="taskserv.create", dependencies=("does-not-exist",)))
+    task_id = await harness.engine.create_task(
+        TaskSpec(
+            name="later",
+            subcommand=("taskserv", "create"),
+            args=("extra", "--provider", "aws"),
+            kind="taskserv.create",
+            dependencies=("does-not-exist",),
+        )
+    )
     task_view = await service.progress(ctx, task_id)
     assert task_view["total_steps"] == 1
     assert task_view["completed_steps"] == 0
@@ -74,8 +84,10 @@ async def test_progress_snapshots_metrics_statistics(harness: Harness, redis_cli
 
     snaps = await service.snapshots(ctx, batch_id)
     assert [s["state"] for s in snaps] == ["pending", "running", "completed"]
-    assert snaps[-1]["details"]["operations"] == {"upcloud_servers": "Completed",
-                                                  "aws_taskservs": "Completed"}
+    assert snaps[-1]["details"]["operations"] == {
+        "upcloud_servers": "Completed",
+        "aws_taskservs": "Completed",
+    }
     some_task = (await harness.engine.store.find_by_batch(batch_id))[0]
     task_snaps = await service.snapshots(ctx, str(some_task["_id"]))
     assert [s["state"] for s in task_snaps] == ["pending", "running", "completed"]
@@ -111,8 +123,11 @@ async def test_health_components_are_checked(harness: Harness, redis_client: Red
         await asyncio.sleep(0.1)
     healthy = await service.health(state_ctx(harness, redis_client))
     assert healthy["overall_status"] == "Healthy"
-    assert healthy["components"] == {"storage": "Healthy", "batch_coordinator": "Healthy",
-                                     "monitoring": "Healthy"}
+    assert healthy["components"] == {
+        "storage": "Healthy",
+        "batch_coordinator": "Healthy",
+        "monitoring": "Healthy",
+    }
     degraded = await service.health(state_ctx(harness, redis_client, coordinator_ok=False))
     assert degraded["overall_status"] == "Degraded"
     assert degraded["components"]["batch_coordinator"] == "Unhealthy"

@@ -105,7 +105,14 @@ def test_expansion_commands_and_dependencies() -> None:
     servers = [t for t in tasks if t.operation_id == "upcloud_servers"]
     assert servers[0].command("/usr/local/provisioning") == "/usr/local/provisioning servers create"
     assert servers[0].args == (
-        "--provider", "upcloud", "--name", "web-01", "--plan", "1xCPU-2GB", "--zone", "de-fra1"
+        "--provider",
+        "upcloud",
+        "--name",
+        "web-01",
+        "--plan",
+        "1xCPU-2GB",
+        "--zone",
+        "de-fra1",
     )
     assert servers[0].compensation_subcommand == ("servers", "delete")
     ts = [t for t in tasks if t.operation_id == "aws_taskservs"]

@@ -13,20 +13,35 @@ def test_task_eta_from_kind_mean() -> None:
     pending = {"_id": "t", "status": "Pending"}
     assert model.task_remaining(pending, 40.0, NOW) == 40.0
     assert model.task_remaining(pending, None, NOW) is None
-    running = {"_id": "t", "status": "Running", "progress": 50.0,
-               "started_at": NOW - timedelta(seconds=10)}
+    running = {
+        "_id": "t",
+        "status": "Running",
+        "progress": 50.0,
+        "started_at": NOW - timedelta(seconds=10),
+    }
     assert model.task_remaining(running, 40.0, NOW) == 20.0
     done = {"_id": "t", "status": "Completed"}
     assert model.task_remaining(done, 40.0, NOW) == 0.0
 
 
 def test_batch_view_counts_and_eta() -> None:
-    batch = {"_id": "b", "status": "Running", "parallel_limit": 2,
-             "operations": [{"task_ids": ["a", "b", "c"]}]}
+    batch = {
+        "_id": "b",
+        "status": "Running",
+        "parallel_limit": 2,
+        "operations": [{"task_ids": ["a", "b", "c"]}],
+    }
     tasks = [
         {"_id": "a", "status": "Completed", "kind": "k"},
-        {"_id": "b", "status": "Running", "kind": "k", "progress": 50.0, "name": "task b",
-         "current_step": "Installing Kubernetes", "started_at": NOW},
+        {
+            "_id": "b",
+            "status": "Running",
+            "kind": "k",
+            "progress": 50.0,
+            "name": "task b",
+            "current_step": "Installing Kubernetes",
+            "started_at": NOW,
+        },
         {"_id": "c", "status": "Pending", "kind": "k"},
     ]
     view = model.batch_progress_view(batch, tasks, {"k": 10.0}, NOW)

@@ -32,8 +32,11 @@ class BatchCoordinator:
         self.last_error: str | None = None
 
     async def on_task_final(self, task: Mapping[str, Any]) -> None:
-        if (task.get("status") == "Completed" and task.get("compensation")
-                and (task.get("metadata") or {}).get("purpose", PURPOSE_RUN) == PURPOSE_RUN):
+        if (
+            task.get("status") == "Completed"
+            and task.get("compensation")
+            and (task.get("metadata") or {}).get("purpose", PURPOSE_RUN) == PURPOSE_RUN
+        ):
             # Any applied task with a compensation enters the ledger, batch or not.
             await self.ctx.ledger.record_applied(ledger_entry(task, self.ctx.cli))
             self.ctx.ledgered.add(str(task["_id"]))

@@ -162,7 +162,7 @@ def find_cycle(operations: Sequence[Operation]) -> list[str] | None:
                 if child not in colour:
                     continue
                 if colour[child] == grey:
-                    return [*path[path.index(child):], child]
+                    return [*path[path.index(child) :], child]
                 if colour[child] == white:
                     colour[child] = grey
                     stack.append((child, 0))
@@ -205,35 +205,58 @@ def expand_operation(batch_id: str, op: Operation) -> list[TaskSpec]:
     if op.type == "server_batch":
         for i, cfg in enumerate(op.server_configs):
             args: tuple[str, ...] = (
-                "--provider", op.provider, "--name", cfg.name, "--plan", cfg.plan,
-                "--zone", cfg.zone,
+                "--provider",
+                op.provider,
+                "--name",
+                cfg.name,
+                "--plan",
+                cfg.plan,
+                "--zone",
+                cfg.zone,
             )
-            specs.append(TaskSpec(
-                id=task_id(batch_id, op.id, i), operation_id=op.id,
-                name=f"{op.id}:create_server:{cfg.name}", kind="servers.create",
-                subcommand=("servers", "create"), args=args,
-                compensation_subcommand=("servers", "delete"),
-                # The identifying args: provider and name (plan/zone do not identify).
-                compensation_args=("--provider", op.provider, "--name", cfg.name),
-            ))
+            specs.append(
+                TaskSpec(
+                    id=task_id(batch_id, op.id, i),
+                    operation_id=op.id,
+                    name=f"{op.id}:create_server:{cfg.name}",
+                    kind="servers.create",
+                    subcommand=("servers", "create"),
+                    args=args,
+                    compensation_subcommand=("servers", "delete"),
+                    # The identifying args: provider and name (plan/zone do not identify).
+                    compensation_args=("--provider", op.provider, "--name", cfg.name),
+                )
+            )
     elif op.type == "taskserv_batch":
         for i, ts in enumerate(op.taskservs):
             args = (ts, "--provider", op.provider)
-            specs.append(TaskSpec(
-                id=task_id(batch_id, op.id, i), operation_id=op.id,
-                name=f"{op.id}:create_taskserv:{ts}", kind="taskserv.create",
-                subcommand=("taskserv", "create"), args=args,
-                compensation_subcommand=("taskserv", "delete"), compensation_args=args,
-            ))
+            specs.append(
+                TaskSpec(
+                    id=task_id(batch_id, op.id, i),
+                    operation_id=op.id,
+                    name=f"{op.id}:create_taskserv:{ts}",
+                    kind="taskserv.create",
+                    subcommand=("taskserv", "create"),
+                    args=args,
+                    compensation_subcommand=("taskserv", "delete"),
+                    compensation_args=args,
+                )
+            )
     else:
         assert op.cluster_type is not None
         args = (op.cluster_type, "--provider", op.provider)
-        specs.append(TaskSpec(
-            id=task_id(batch_id, op.id, 0), operation_id=op.id,
-            name=f"{op.id}:create_cluster:{op.cluster_type}", kind="cluster.create",
-            subcommand=("cluster", "create"), args=args,
-            compensation_subcommand=("cluster", "delete"), compensation_args=args,
-        ))
+        specs.append(
+            TaskSpec(
+                id=task_id(batch_id, op.id, 0),
+                operation_id=op.id,
+                name=f"{op.id}:create_cluster:{op.cluster_type}",
+                kind="cluster.create",
+                subcommand=("cluster", "create"),
+                args=args,
+                compensation_subcommand=("cluster", "delete"),
+                compensation_args=args,
+            )
+        )
     return specs
 
 
@@ -246,12 +269,19 @@ def expand_batch(batch_id: str, operations: Sequence[Operation]) -> list[TaskSpe
     for op in operations:
         upstream = tuple(t.id for dep in op.dependencies for t in per_op[dep])
         for spec in per_op[op.id]:
-            out.append(TaskSpec(
-                id=spec.id, operation_id=spec.operation_id, name=spec.name, kind=spec.kind,
-                subcommand=spec.subcommand, args=spec.args,
-                compensation_subcommand=spec.compensation_subcommand,
-                compensation_args=spec.compensation_args, dependencies=upstream,
-            ))
+            out.append(
+                TaskSpec(
+                    id=spec.id,
+                    operation_id=spec.operation_id,
+                    name=spec.name,
+                    kind=spec.kind,
+                    subcommand=spec.subcommand,
+                    args=spec.args,
+                    compensation_subcommand=spec.compensation_subcommand,
+                    compensation_args=spec.compensation_args,
+                    dependencies=upstream,
+                )
+            )
     return out
 
 

@@ -16,9 +16,21 @@ from .model import FINISHED
 BATCHES = "batches"
 TASKS = "tasks"  # the engine's; read here with a projection, never written
 _TASK_FIELDS = {
-    "status": 1, "progress": 1, "current_step": 1, "error": 1, "name": 1, "kind": 1,
-    "operation_id": 1, "batch_id": 1, "command": 1, "args": 1, "compensation": 1,
-    "metadata": 1, "created_at": 1, "started_at": 1, "completed_at": 1,
+    "status": 1,
+    "progress": 1,
+    "current_step": 1,
+    "error": 1,
+    "name": 1,
+    "kind": 1,
+    "operation_id": 1,
+    "batch_id": 1,
+    "command": 1,
+    "args": 1,
+    "compensation": 1,
+    "metadata": 1,
+    "created_at": 1,
+    "started_at": 1,
+    "completed_at": 1,
 }
 CLAIMS = "batch_claims"
 
@@ -30,11 +42,14 @@ class BatchRepository:
         self.claims = db[CLAIMS]
 
     async def ensure_indexes(self) -> None:
-        await ensure_indexes(self.batches, [
-            IndexSpec([("created_at", DESCENDING)], "created_at_desc"),
-            IndexSpec([("status", ASCENDING)], "status"),
-            IndexSpec([("rollback.status", ASCENDING)], "rollback_status"),
-        ])
+        await ensure_indexes(
+            self.batches,
+            [
+                IndexSpec([("created_at", DESCENDING)], "created_at_desc"),
+                IndexSpec([("status", ASCENDING)], "status"),
+                IndexSpec([("rollback.status", ASCENDING)], "rollback_status"),
+            ],
+        )
 
     async def task_states(self, batch_id: str) -> list[Document]:
         """The batch's tasks without their output (which may be large)."""
@@ -63,21 +78,26 @@ class BatchRepository:
     async def active(self) -> list[Document]:
         """Batches the coordinator still has to look after: unfinished ones and
         finished ones whose rollback has not completed."""
-        cursor = self.batches.find({
-            "$or": [
-                {"status": {"$nin": sorted(FINISHED)}},
-                {"rollback.status": {"$in": ["Pending", "Running"]}},
-            ]
-        })
+        cursor = self.batches.find(
+            {
+                "$or": [
+                    {"status": {"$nin": sorted(FINISHED)}},
+                    {"rollback.status": {"$in": ["Pending", "Running"]}},
+                ]
+            }
+        )
         return [doc async for doc in cursor]
 
     async def active_ids(self) -> list[str]:
-        cursor = self.batches.find({
-            "$or": [
-                {"status": {"$nin": sorted(FINISHED)}},
-                {"rollback.status": {"$in": ["Pending", "Running"]}},
-            ]
-        }, {"_id": 1})
+        cursor = self.batches.find(
+            {
+                "$or": [
+                    {"status": {"$nin": sorted(FINISHED)}},
+                    {"rollback.status": {"$in": ["Pending", "Running"]}},
+                ]
+            },
+            {"_id": 1},
+        )
         return [doc["_id"] async for doc in cursor]
 
     async def running_ids(self) -> list[str]:
@@ -86,8 +106,9 @@ class BatchRepository:
 
     async def recent_finished(self, limit: int) -> list[Document]:
         cursor = (
-            self.batches.find({"status": {"$in": sorted(FINISHED)}},
-                              {"started_at": 1, "completed_at": 1})
+            self.batches.find(
+                {"status": {"$in": sorted(FINISHED)}}, {"started_at": 1, "completed_at": 1}
+            )
             .sort([("created_at", DESCENDING)])
             .limit(limit)
         )
@@ -100,9 +121,7 @@ class BatchRepository:
 
     async def count_by_status(self) -> dict[str, int]:
         out: dict[str, int] = {}
-        cursor = await self.batches.aggregate(
-            [{"$group": {"_id": "$status", "n": {"$sum": 1}}}]
-        )
+        cursor = await self.batches.aggregate([{"$group": {"_id": "$status", "n": {"$sum": 1}}}])
         async for row in cursor:
             out[str(row["_id"])] = int(row["n"])
         return out

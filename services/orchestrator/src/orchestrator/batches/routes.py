@@ -36,9 +36,7 @@ async def _batch_tier(request: web.Request) -> None:
 
 
 def _schema(request: web.Request) -> BatchSubmissionSchema:
-    return BatchSubmissionSchema(
-        max_parallel_limit=request.app[BATCH_SETTINGS].max_parallel_limit
-    )
+    return BatchSubmissionSchema(max_parallel_limit=request.app[BATCH_SETTINGS].max_parallel_limit)
 
 
 async def _body(request: web.Request) -> dict[str, object]:
@@ -46,10 +44,16 @@ async def _body(request: web.Request) -> dict[str, object]:
 
 
 @routes.post("/batch/execute")
-@api_doc(summary="Execute a batch workflow (DAG of operations)", tags=["batch"],
-         body=BatchSubmissionSchema, response=BatchSubmittedOut,
-         responses={200: "Batch accepted and running",
-                    409: "Idempotency-Key reused with a different body"})
+@api_doc(
+    summary="Execute a batch workflow (DAG of operations)",
+    tags=["batch"],
+    body=BatchSubmissionSchema,
+    response=BatchSubmittedOut,
+    responses={
+        200: "Batch accepted and running",
+        409: "Idempotency-Key reused with a different body",
+    },
+)
 async def execute_batch(request: web.Request) -> web.Response:
     await _batch_tier(request)
     key = check_key(request.headers.get("Idempotency-Key"))
@@ -63,17 +67,27 @@ async def execute_batch(request: web.Request) -> web.Response:
         return result
 
     result = await submit_once(
-        request.app[IDEMPOTENCY], ctx.repo, key=key, user=principal.sub,
-        path=request.path, body=data, run=run,
+        request.app[IDEMPOTENCY],
+        ctx.repo,
+        key=key,
+        user=principal.sub,
+        path=request.path,
+        body=data,
+        run=run,
     )
-    await record_action(request, "execute", f"batches:{data['name']}",
-                        details={"batch_id": result.get("batch_id")})
+    await record_action(
+        request, "execute", f"batches:{data['name']}", details={"batch_id": result.get("batch_id")}
+    )
     return ok(result)
 
 
 @routes.post("/batch/plan")
-@api_doc(summary="Validate a batch and show its execution plan; nothing runs",
-         tags=["batch"], body=BatchSubmissionSchema, response=PlanOut)
+@api_doc(
+    summary="Validate a batch and show its execution plan; nothing runs",
+    tags=["batch"],
+    body=BatchSubmissionSchema,
+    response=PlanOut,
+)
 async def plan_batch(request: web.Request) -> web.Response:
     await _batch_tier(request)
     data = await _body(request)
@@ -82,8 +96,9 @@ async def plan_batch(request: web.Request) -> web.Response:
 
 
 @routes.get("/batch/operations")
-@api_doc(summary="List batch operations, newest first", tags=["batch"],
-         response=BatchOut, many=True)
+@api_doc(
+    summary="List batch operations, newest first", tags=["batch"], response=BatchOut, many=True
+)
 async def list_batches(request: web.Request) -> web.Response:
     await authorize(request, "read", "batches:*")
     page = parse_page(request)
@@ -101,9 +116,11 @@ async def get_batch(request: web.Request) -> web.Response:
 
 
 @routes.post("/batch/operations/{id}/cancel")
-@api_doc(summary="Cancel a running batch operation", tags=["batch"],
-         responses={200: "Operation cancelled", 404: "Unknown batch",
-                    409: "Batch already finished"})
+@api_doc(
+    summary="Cancel a running batch operation",
+    tags=["batch"],
+    responses={200: "Operation cancelled", 404: "Unknown batch", 409: "Batch already finished"},
+)
 async def cancel_batch(request: web.Request) -> web.Response:
     await _batch_tier(request)
     batch_id = request.match_info["id"]

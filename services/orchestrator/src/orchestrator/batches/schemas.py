@@ -115,9 +115,7 @@ class BatchSubmissionSchema(StrictSchema):
         errors: dict[str, list[str]] = {}
         limit = data.get("parallel_limit")
         if isinstance(limit, int) and not 1 <= limit <= self.max_parallel_limit:
-            errors["parallel_limit"] = [
-                f"Must be between 1 and {self.max_parallel_limit}."
-            ]
+            errors["parallel_limit"] = [f"Must be between 1 and {self.max_parallel_limit}."]
         ids = [op["id"] for op in data.get("operations") or []]
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:

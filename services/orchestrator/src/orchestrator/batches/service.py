@@ -95,8 +95,12 @@ def plan(data: Mapping[str, Any], cli: str) -> dict[str, Any]:
         "total_tasks": len(specs),
         "waves": model.waves(ops),
         "operations": [
-            {"id": op.id, "type": op.type, "dependencies": list(op.dependencies),
-             "tasks": by_op[op.id]}
+            {
+                "id": op.id,
+                "type": op.type,
+                "dependencies": list(op.dependencies),
+                "tasks": by_op[op.id],
+            }
             for op in ops
         ],
     }
@@ -126,8 +130,9 @@ def _engine_spec(batch: Mapping[str, Any], spec: TaskSpec) -> EngineTaskSpec:
         kind=spec.kind,
         concurrency_key=f"batch:{batch['_id']}",
         concurrency_limit=int(batch["parallel_limit"]),
-        compensation=Compensation(subcommand=spec.compensation_subcommand,
-                                  args=spec.compensation_args),
+        compensation=Compensation(
+            subcommand=spec.compensation_subcommand, args=spec.compensation_args
+        ),
         metadata={"purpose": PURPOSE_RUN},
     )
 
@@ -138,8 +143,11 @@ def _specs_of(batch: Mapping[str, Any]) -> list[TaskSpec]:
 
 
 def new_batch(
-    data: Mapping[str, Any], ops: Sequence[Operation], batch_id: str,
-    created_by: str | None, now: datetime,
+    data: Mapping[str, Any],
+    ops: Sequence[Operation],
+    batch_id: str,
+    created_by: str | None,
+    now: datetime,
 ) -> tuple[dict[str, Any], list[TaskSpec]]:
     """The batch document as first stored, and the tasks it expands to."""
     specs = model.expand_batch(batch_id, ops)
@@ -148,7 +156,9 @@ def new_batch(
         doc = op.to_dict()
         doc.update(
             task_ids=[s.id for s in specs if s.operation_id == op.id],
-            status=PENDING, progress=0.0, results=None,
+            status=PENDING,
+            progress=0.0,
+            results=None,
         )
         op_docs.append(doc)
     batch: dict[str, Any] = {
@@ -175,7 +185,9 @@ def new_batch(
 
 
 async def submit(
-    ctx: BatchContext, data: Mapping[str, Any], created_by: str | None,
+    ctx: BatchContext,
+    data: Mapping[str, Any],
+    created_by: str | None,
     batch_id: str | None = None,
 ) -> dict[str, Any]:
     ops = parse_operations(data)  # 422 before anything is stored
@@ -187,8 +199,9 @@ async def submit(
     await ctx.engine.create_tasks([_engine_spec(batch, s) for s in specs])
     started = utcnow()
     await _transition(ctx, batch, RUNNING, started, {"tasks": len(specs)})
-    await ctx.repo.update(batch_id, {"tasks_created": True, "status": RUNNING,
-                                     "started_at": started})
+    await ctx.repo.update(
+        batch_id, {"tasks_created": True, "status": RUNNING, "started_at": started}
+    )
     return {
         "batch_id": batch_id,
         "status": RUNNING,
@@ -214,9 +227,14 @@ def submitted_view(batch: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "batch_id": batch["_id"],
         "status": batch["status"],
-        "operations": [{"id": op["id"], "status": op.get("status", PENDING),
-                        "progress": float(op.get("progress") or 0.0)}
-                       for op in batch["operations"]],
+        "operations": [
+            {
+                "id": op["id"],
+                "status": op.get("status", PENDING),
+                "progress": float(op.get("progress") or 0.0),
+            }
+            for op in batch["operations"]
+        ],
     }
 
 
@@ -298,10 +316,17 @@ async def reconcile(ctx: BatchContext, batch_id: str) -> None:
             return
         created = await ensure_tasks(ctx, batch, set(tasks))
         log.warning("batch %s: created %d tasks its submitter did not", batch_id, created)
-        await _transition(ctx, batch, RUNNING, now, {"tasks": batch["total_tasks"],
-                                                     "recovered": created})
-        await ctx.repo.update(batch_id, {"tasks_created": True, "status": RUNNING,
-                                         "started_at": batch.get("started_at") or now})
+        await _transition(
+            ctx, batch, RUNNING, now, {"tasks": batch["total_tasks"], "recovered": created}
+        )
+        await ctx.repo.update(
+            batch_id,
+            {
+                "tasks_created": True,
+                "status": RUNNING,
+                "started_at": batch.get("started_at") or now,
+            },
+        )
         return
 
     ops_out = []
@@ -311,9 +336,14 @@ async def reconcile(ctx: BatchContext, batch_id: str) -> None:
         absent = CANCELLED if batch.get("cancel_requested") else PENDING
         views = [_view(tasks[t]) if t in tasks else TaskView(t, absent) for t in op["task_ids"]]
         finished += sum(1 for v in views if v.status in FINISHED)
-        ops_out.append({**op, "status": model.operation_status(views),
-                        "progress": model.operation_progress(views),
-                        "results": _results(op, tasks)})
+        ops_out.append(
+            {
+                **op,
+                "status": model.operation_status(views),
+                "progress": model.operation_progress(views),
+                "results": _results(op, tasks),
+            }
+        )
     status = model.batch_status([o["status"] for o in ops_out], bool(batch.get("cancel_requested")))
     if status == PENDING:
         status = RUNNING  # submitted batches are Running; tasks wait in the queue
@@ -326,10 +356,16 @@ async def reconcile(ctx: BatchContext, batch_id: str) -> None:
     if "status" in fields:
         # Snapshot and event before the write: a crash in between repeats the
         # transition on the next pass instead of losing its event.
-        await _transition(ctx, batch, status, now, {
-            "operations": {o["id"]: o["status"] for o in ops_out},
-            "finished_tasks": finished,
-        })
+        await _transition(
+            ctx,
+            batch,
+            status,
+            now,
+            {
+                "operations": {o["id"]: o["status"] for o in ops_out},
+                "finished_tasks": finished,
+            },
+        )
     if _changed(batch, fields):
         await ctx.repo.update(batch_id, fields)
     if finished != batch.get("finished_tasks", 0) or "status" in fields:
@@ -350,19 +386,33 @@ def _last_completed(tasks: Sequence[Mapping[str, Any]]) -> datetime | None:
 
 
 async def _transition(
-    ctx: BatchContext, batch: Mapping[str, Any], status: str, at: datetime,
+    ctx: BatchContext,
+    batch: Mapping[str, Any],
+    status: str,
+    at: datetime,
     details: Mapping[str, Any],
 ) -> None:
     """Snapshot + event, once cluster-wide (the snapshot's unique id decides)."""
-    won = await ctx.snapshots.record(batch["_id"], status, at, {
-        "name": batch["name"], "status": status, **details,
-    })
+    won = await ctx.snapshots.record(
+        batch["_id"],
+        status,
+        at,
+        {
+            "name": batch["name"],
+            "status": status,
+            **details,
+        },
+    )
     if won:
         await ctx.publisher.publish(
             "BatchStatusChanged",
             data={"batch_id": batch["_id"], "status": status.lower()},
-            metadata={"batch_id": batch["_id"], "name": batch["name"], "status": status.lower(),
-                      "batch_status": status},
+            metadata={
+                "batch_id": batch["_id"],
+                "name": batch["name"],
+                "status": status.lower(),
+                "batch_status": status,
+            },
         )
 
 
@@ -379,8 +429,9 @@ async def _progress_event(
             "progress": round(100.0 * finished / total, 1),
             "completed_steps": finished,
             "total_steps": total,
-            "operations": [{"id": o["id"], "status": o["status"], "progress": o["progress"]}
-                           for o in ops],
+            "operations": [
+                {"id": o["id"], "status": o["status"], "progress": o["progress"]} for o in ops
+            ],
         },
         metadata={"batch_id": batch["_id"], "name": batch["name"]},
     )
@@ -390,10 +441,14 @@ async def _record_ledger(
     ctx: BatchContext, batch: Mapping[str, Any], tasks: Mapping[str, Mapping[str, Any]]
 ) -> None:
     """Every completed task of the batch with a compensation enters the ledger once."""
-    done = [t for t in tasks.values()
-            if t["status"] == COMPLETED and t.get("compensation")
-            and (t.get("metadata") or {}).get("purpose", PURPOSE_RUN) == PURPOSE_RUN
-            and str(t["_id"]) not in ctx.ledgered]
+    done = [
+        t
+        for t in tasks.values()
+        if t["status"] == COMPLETED
+        and t.get("compensation")
+        and (t.get("metadata") or {}).get("purpose", PURPOSE_RUN) == PURPOSE_RUN
+        and str(t["_id"]) not in ctx.ledgered
+    ]
     if not done:
         return
     known = {e["_id"] for e in await ctx.ledger.ledger_entries([str(t["_id"]) for t in done])}
@@ -442,13 +497,19 @@ def compensation_plan(
             if task and task["status"] == COMPLETED and task.get("compensation"):
                 items.append((as_utc(task["completed_at"]), task))
     items.sort(key=lambda pair: (pair[0], str(pair[1]["_id"])), reverse=True)
-    return [(task, model.task_id(batch["_id"], str(task["operation_id"]), i, "compensate"))
-            for i, (_, task) in enumerate(items)]
+    return [
+        (task, model.task_id(batch["_id"], str(task["operation_id"]), i, "compensate"))
+        for i, (_, task) in enumerate(items)
+    ]
 
 
 def compensation_spec(
-    task: Mapping[str, Any], comp_id: str, previous: str | None, *,
-    batch_id: str | None, rollback_id: str,
+    task: Mapping[str, Any],
+    comp_id: str,
+    previous: str | None,
+    *,
+    batch_id: str | None,
+    rollback_id: str,
 ) -> EngineTaskSpec:
     comp = task["compensation"]
     noun = comp["subcommand"][0] if comp["subcommand"] else "task"
@@ -462,13 +523,18 @@ def compensation_spec(
         batch_id=batch_id,
         operation_id=task.get("operation_id"),
         kind=f"{noun}.delete",
-        metadata={"purpose": PURPOSE_COMPENSATION, "compensates": str(task["_id"]),
-                  "rollback_id": rollback_id},
+        metadata={
+            "purpose": PURPOSE_COMPENSATION,
+            "compensates": str(task["_id"]),
+            "rollback_id": rollback_id,
+        },
     )
 
 
 async def _drive_rollback(
-    ctx: BatchContext, batch: Mapping[str, Any], tasks: Mapping[str, Mapping[str, Any]],
+    ctx: BatchContext,
+    batch: Mapping[str, Any],
+    tasks: Mapping[str, Mapping[str, Any]],
     now: datetime,
 ) -> None:
     rb = batch.get("rollback")
@@ -493,8 +559,11 @@ async def _drive_rollback(
         await ctx.repo.update(batch["_id"], {"rollback": rb, "rolled_back": not plan_items})
         await ctx.publisher.publish(
             "RollbackStarted",
-            data={"batch_id": batch["_id"], "rollback_id": rb["rollback_id"],
-                  "operations": len(plan_items)},
+            data={
+                "batch_id": batch["_id"],
+                "rollback_id": rb["rollback_id"],
+                "operations": len(plan_items),
+            },
             metadata={"batch_id": batch["_id"], "name": batch["name"]},
         )
         await _create_compensations(ctx, batch, plan_items, rb["rollback_id"], set())
@@ -506,37 +575,52 @@ async def _drive_rollback(
     comp_tasks = {t: tasks.get(t) for t in rb["task_ids"]}
     missing = {t for t, doc in comp_tasks.items() if doc is None}
     if missing:
-        plan_items = [(tasks[c], cid) for c, cid in zip(rb["compensates"], rb["task_ids"],
-                                                        strict=True) if c in tasks]
-        await _create_compensations(ctx, batch, plan_items, rb["rollback_id"],
-                                    set(rb["task_ids"]) - missing)
+        plan_items = [
+            (tasks[c], cid)
+            for c, cid in zip(rb["compensates"], rb["task_ids"], strict=True)
+            if c in tasks
+        ]
+        await _create_compensations(
+            ctx, batch, plan_items, rb["rollback_id"], set(rb["task_ids"]) - missing
+        )
         return
     statuses = [str(doc["status"]) for doc in comp_tasks.values() if doc is not None]
     if all(s in FINISHED for s in statuses):
         executed = sum(1 for s in statuses if s == COMPLETED)
-        rb = {**rb, "status": COMPLETED if executed == len(statuses) else FAILED,
-              "operations_executed": executed, "operations_failed": len(statuses) - executed,
-              "completed_at": utcnow()}
+        rb = {
+            **rb,
+            "status": COMPLETED if executed == len(statuses) else FAILED,
+            "operations_executed": executed,
+            "operations_failed": len(statuses) - executed,
+            "completed_at": utcnow(),
+        }
         for run_id, cid in zip(rb["compensates"], rb["task_ids"], strict=True):
             if comp_tasks[cid] and comp_tasks[cid]["status"] == COMPLETED:  # type: ignore[index]
                 await ctx.ledger.mark_compensated(run_id, rb["rollback_id"], utcnow())
         # Record and announce before the batch says "done": a crash in between
         # repeats this pass, whose claim keeps the event single.
         await _rollback_done(ctx, batch, rb)
-        await ctx.repo.update(batch["_id"], {"rollback": rb,
-                                             "rolled_back": rb["status"] == COMPLETED})
+        await ctx.repo.update(
+            batch["_id"], {"rollback": rb, "rolled_back": rb["status"] == COMPLETED}
+        )
 
 
 async def _create_compensations(
-    ctx: BatchContext, batch: Mapping[str, Any],
-    plan_items: Sequence[tuple[Mapping[str, Any], str]], rollback_id: str, existing: set[str],
+    ctx: BatchContext,
+    batch: Mapping[str, Any],
+    plan_items: Sequence[tuple[Mapping[str, Any], str]],
+    rollback_id: str,
+    existing: set[str],
 ) -> None:
     previous: str | None = None
     for task, cid in plan_items:
         if cid not in existing:
             # Deterministic ids: the engine ignores a task that exists already.
-            await ctx.engine.create_task(compensation_spec(
-                task, cid, previous, batch_id=batch["_id"], rollback_id=rollback_id))
+            await ctx.engine.create_task(
+                compensation_spec(
+                    task, cid, previous, batch_id=batch["_id"], rollback_id=rollback_id
+                )
+            )
         previous = cid
 
 
@@ -548,23 +632,41 @@ async def _rollback_done(
     started = rb.get("started_at")
     finished_at = rb.get("completed_at") or utcnow()
     duration = (as_utc(finished_at) - as_utc(started)).total_seconds() if started else 0.0
-    await ctx.ledger.record_rollback({
-        "_id": rb["rollback_id"], "batch_id": batch["_id"], "checkpoint_id": None,
-        "operation_ids": list(rb.get("compensates") or []), "task_ids": list(rb["task_ids"]),
-        "status": rb["status"], "started_at": started, "completed_at": finished_at,
-        "success": rb["status"] == COMPLETED, "operations_executed": rb["operations_executed"],
-        "operations_failed": rb["operations_failed"], "duration": round(duration, 3),
-    })
-    await ctx.snapshots.record(batch["_id"], f"rollback_{rb['status'].lower()}", utcnow(), {
-        "rollback_id": rb["rollback_id"], "operations_executed": rb["operations_executed"],
-        "operations_failed": rb["operations_failed"],
-    })
+    await ctx.ledger.record_rollback(
+        {
+            "_id": rb["rollback_id"],
+            "batch_id": batch["_id"],
+            "checkpoint_id": None,
+            "operation_ids": list(rb.get("compensates") or []),
+            "task_ids": list(rb["task_ids"]),
+            "status": rb["status"],
+            "started_at": started,
+            "completed_at": finished_at,
+            "success": rb["status"] == COMPLETED,
+            "operations_executed": rb["operations_executed"],
+            "operations_failed": rb["operations_failed"],
+            "duration": round(duration, 3),
+        }
+    )
+    await ctx.snapshots.record(
+        batch["_id"],
+        f"rollback_{rb['status'].lower()}",
+        utcnow(),
+        {
+            "rollback_id": rb["rollback_id"],
+            "operations_executed": rb["operations_executed"],
+            "operations_failed": rb["operations_failed"],
+        },
+    )
     await ctx.publisher.publish(
         "RollbackCompleted",
-        data={"batch_id": batch["_id"], "rollback_id": rb["rollback_id"],
-              "success": rb["status"] == COMPLETED,
-              "operations_executed": rb["operations_executed"],
-              "operations_failed": rb["operations_failed"]},
+        data={
+            "batch_id": batch["_id"],
+            "rollback_id": rb["rollback_id"],
+            "success": rb["status"] == COMPLETED,
+            "operations_executed": rb["operations_executed"],
+            "operations_failed": rb["operations_failed"],
+        },
         metadata={"batch_id": batch["_id"], "name": batch["name"]},
     )
 
@@ -584,8 +686,9 @@ async def cancel(ctx: BatchContext, batch_id: str) -> None:
     order: list[Document] = sorted(task_list, key=lambda t: 0 if t["status"] == PENDING else 1)
     for task in order:
         if task["status"] not in FINISHED:
-            await ctx.engine.cancel(str(task.get("_id", task.get("id"))),
-                                    reason="Batch cancelled by user")
+            await ctx.engine.cancel(
+                str(task.get("_id", task.get("id"))), reason="Batch cancelled by user"
+            )
     # Tasks a crashed submitter never created are cancelled by never existing:
     # mark creation done so the coordinator does not create them.
     await ctx.repo.update(batch_id, {"tasks_created": True})

@@ -33,8 +33,13 @@ def setup(app: web.Application) -> None:
         for r in (repo, snapshots, ledger):
             await r.ensure_indexes()
         context = BatchContext(
-            repo=repo, snapshots=snapshots, ledger=ledger, engine=engine,
-            publisher=publisher_of(app), cli=engine.settings.cli, worker_id=engine.worker_id,
+            repo=repo,
+            snapshots=snapshots,
+            ledger=ledger,
+            engine=engine,
+            publisher=publisher_of(app),
+            cli=engine.settings.cli,
+            worker_id=engine.worker_id,
             orphan_after_seconds=settings.orphan_after_seconds,
         )
         coordinator = BatchCoordinator(context, settings.coordinator_interval_seconds)

@@ -39,8 +39,9 @@ def ledger_view(doc: Mapping[str, Any]) -> dict[str, Any]:
         "task_id": doc.get("task_id"),
         "name": doc.get("name"),
         "applied": doc.get("applied"),
-        "compensation": {k: v for k, v in (doc.get("compensation") or {}).items()
-                         if k in ("command", "args")},
+        "compensation": {
+            k: v for k, v in (doc.get("compensation") or {}).items() if k in ("command", "args")
+        },
         "applied_at": doc.get("applied_at"),
         "compensated_by": doc.get("compensated_by"),
         "compensated_at": doc.get("compensated_at"),

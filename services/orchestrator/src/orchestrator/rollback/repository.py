@@ -27,16 +27,25 @@ class RollbackRepository:
         self.claims = db[CLAIMS]
 
     async def ensure_indexes(self) -> None:
-        await ensure_indexes(self.ledger, [
-            IndexSpec([("applied_at", DESCENDING)], "applied_at_desc"),
-            IndexSpec([("batch_id", ASCENDING)], "batch"),
-        ])
-        await ensure_indexes(self.checkpoints, [
-            IndexSpec([("created_at", DESCENDING)], "created_at_desc"),
-        ])
-        await ensure_indexes(self.rollbacks, [
-            IndexSpec([("started_at", DESCENDING)], "started_at_desc"),
-        ])
+        await ensure_indexes(
+            self.ledger,
+            [
+                IndexSpec([("applied_at", DESCENDING)], "applied_at_desc"),
+                IndexSpec([("batch_id", ASCENDING)], "batch"),
+            ],
+        )
+        await ensure_indexes(
+            self.checkpoints,
+            [
+                IndexSpec([("created_at", DESCENDING)], "created_at_desc"),
+            ],
+        )
+        await ensure_indexes(
+            self.rollbacks,
+            [
+                IndexSpec([("started_at", DESCENDING)], "started_at_desc"),
+            ],
+        )
 
     # --- ledger -----------------------------------------------------------------
 

@@ -27,25 +27,30 @@ routes = web.RouteTableDef()
 
 
 @routes.post("/rollback/checkpoints")
-@api_doc(summary="Create a checkpoint (ledger position + state snapshot)", tags=["rollback"],
-         body=CheckpointIn, responses={201: "Checkpoint id"})
+@api_doc(
+    summary="Create a checkpoint (ledger position + state snapshot)",
+    tags=["rollback"],
+    body=CheckpointIn,
+    responses={201: "Checkpoint id"},
+)
 async def create_checkpoint(request: web.Request) -> web.Response:
     await authorize(request, "create", "checkpoints:*")
     body = await load_body(request, CheckpointIn())
     cid = await service.create_checkpoint(
-        request.app[ROLLBACK_CONTEXT], body["name"], body.get("description"))
+        request.app[ROLLBACK_CONTEXT], body["name"], body.get("description")
+    )
     await record_action(request, "create", f"checkpoints:{cid}", details={"name": body["name"]})
     return ok(cid, status=201)
 
 
 @routes.get("/rollback/checkpoints")
-@api_doc(summary="List checkpoints, newest first", tags=["rollback"], response=CheckpointOut,
-         many=True)
+@api_doc(
+    summary="List checkpoints, newest first", tags=["rollback"], response=CheckpointOut, many=True
+)
 async def list_checkpoints(request: web.Request) -> web.Response:
     await authorize(request, "read", "checkpoints:*")
     page = parse_page(request)
-    docs, total = await request.app[ROLLBACK_CONTEXT].repo.list_checkpoints(page.offset,
-                                                                            page.limit)
+    docs, total = await request.app[ROLLBACK_CONTEXT].repo.list_checkpoints(page.offset, page.limit)
     return paginated(request, [model.checkpoint_view(d) for d in docs], total, page)
 
 
@@ -59,8 +64,12 @@ async def get_checkpoint(request: web.Request) -> web.Response:
 
 
 @routes.get("/rollback/operations")
-@api_doc(summary="The ledger of applied operations and their compensations, newest first",
-         tags=["rollback"], response=LedgerEntryOut, many=True)
+@api_doc(
+    summary="The ledger of applied operations and their compensations, newest first",
+    tags=["rollback"],
+    response=LedgerEntryOut,
+    many=True,
+)
 async def list_operations(request: web.Request) -> web.Response:
     await authorize(request, "read", "rollback:*")
     page = parse_page(request)
@@ -69,24 +78,36 @@ async def list_operations(request: web.Request) -> web.Response:
 
 
 @routes.post("/rollback/execute")
-@api_doc(summary="Run compensations after a checkpoint, or of the listed operations",
-         tags=["rollback"], body=RollbackIn, response=RollbackResultOut,
-         responses={404: "Unknown checkpoint", 409: "A batch it touches is running"})
+@api_doc(
+    summary="Run compensations after a checkpoint, or of the listed operations",
+    tags=["rollback"],
+    body=RollbackIn,
+    response=RollbackResultOut,
+    responses={404: "Unknown checkpoint", 409: "A batch it touches is running"},
+)
 async def execute_rollback(request: web.Request) -> web.Response:
     await authorize(request, "execute", "rollback:*")
     body = await load_body(request, RollbackIn())
     result = await service.execute(
         request.app[ROLLBACK_CONTEXT],
-        checkpoint_id=body.get("checkpoint_id"), operation_ids=body.get("operation_ids"),
+        checkpoint_id=body.get("checkpoint_id"),
+        operation_ids=body.get("operation_ids"),
     )
-    await record_audit(request, action="rollback.execute",
-                       resource=f"checkpoints/{body.get('checkpoint_id') or '-'}", details=body)
+    await record_audit(
+        request,
+        action="rollback.execute",
+        resource=f"checkpoints/{body.get('checkpoint_id') or '-'}",
+        details=body,
+    )
     return ok(result)
 
 
 @routes.post("/rollback/restore/{id}")
-@api_doc(summary="Restore the orchestrator state recorded in a checkpoint", tags=["rollback"],
-         responses={409: "A batch is running"})
+@api_doc(
+    summary="Restore the orchestrator state recorded in a checkpoint",
+    tags=["rollback"],
+    responses={409: "A batch is running"},
+)
 async def restore(request: web.Request) -> web.Response:
     cid = request.match_info["id"]
     await authorize(request, "restore", f"checkpoints:{cid}")

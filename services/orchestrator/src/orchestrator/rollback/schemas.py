@@ -13,11 +13,19 @@ class CheckpointIn(Schema):
     class Meta:
         unknown = RAISE
 
-    name = fields.String(required=True, validate=validate.Regexp(
-        r"^[A-Za-z0-9][A-Za-z0-9_. -]{0,127}$",
-        error="must start with a letter or digit; letters, digits, '_', '.', '-', ' ' (max 128)"))
-    description = fields.String(load_default=None, allow_none=True,
-                                validate=validate.Length(max=1000))
+    name = fields.String(
+        required=True,
+        validate=validate.Regexp(
+            r"^[A-Za-z0-9][A-Za-z0-9_. -]{0,127}$",
+            error=(
+                "must start with a letter or digit; letters, digits, '_', '.', '-', ' ' "
+                "(max 128)"
+            ),
+        ),
+    )
+    description = fields.String(
+        load_default=None, allow_none=True, validate=validate.Length(max=1000)
+    )
 
 
 class RollbackIn(Schema):
@@ -25,14 +33,16 @@ class RollbackIn(Schema):
         unknown = RAISE
 
     checkpoint_id = fields.String(validate=_ID)
-    operation_ids = fields.List(fields.String(validate=_ID),
-                                validate=validate.Length(min=1, max=1000))
+    operation_ids = fields.List(
+        fields.String(validate=_ID), validate=validate.Length(min=1, max=1000)
+    )
 
     @validates_schema
     def _exactly_one(self, data: dict[str, Any], **kwargs: Any) -> None:
         if ("checkpoint_id" in data) == ("operation_ids" in data):
-            raise ValidationError("Give exactly one of checkpoint_id or operation_ids.",
-                                  field_name="_schema")
+            raise ValidationError(
+                "Give exactly one of checkpoint_id or operation_ids.", field_name="_schema"
+            )
 
 
 class CheckpointOut(Schema):

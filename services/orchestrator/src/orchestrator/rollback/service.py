@@ -45,22 +45,26 @@ class RollbackContext:
 
 async def create_checkpoint(ctx: RollbackContext, name: str, description: str | None) -> str:
     now = utcnow()
-    batches = [{k: v for k, v in b.items() if k not in _STATE_FIELDS_DROPPED}
-               for b in await ctx.batches.all()]
+    batches = [
+        {k: v for k, v in b.items() if k not in _STATE_FIELDS_DROPPED}
+        for b in await ctx.batches.all()
+    ]
     state = {"batches": batches}
     checkpoint_id = str(uuid.uuid4())
-    await ctx.repo.insert_checkpoint({
-        "_id": checkpoint_id,
-        "name": name,
-        "description": description,
-        "created_at": now,
-        # The ledger position: everything applied after this instant is "after it".
-        "position": now,
-        "operations_count": await ctx.repo.ledger_count(until=now),
-        "batches_count": len(batches),
-        "size_bytes": model.state_size(state),
-        "state": state,
-    })
+    await ctx.repo.insert_checkpoint(
+        {
+            "_id": checkpoint_id,
+            "name": name,
+            "description": description,
+            "created_at": now,
+            # The ledger position: everything applied after this instant is "after it".
+            "position": now,
+            "operations_count": await ctx.repo.ledger_count(until=now),
+            "batches_count": len(batches),
+            "size_bytes": model.state_size(state),
+            "state": state,
+        }
+    )
     return checkpoint_id
 
 
@@ -85,7 +89,10 @@ async def _refuse_if_busy(ctx: RollbackContext, batch_ids: set[str]) -> None:
 
 
 async def execute(
-    ctx: RollbackContext, *, checkpoint_id: str | None, operation_ids: Sequence[str] | None,
+    ctx: RollbackContext,
+    *,
+    checkpoint_id: str | None,
+    operation_ids: Sequence[str] | None,
 ) -> dict[str, Any]:
     started = time.monotonic()
     if checkpoint_id is not None:
@@ -113,28 +120,40 @@ async def execute(
         if await ctx.repo.claim(key, rollback_id, now):
             owned.append(entry)  # another rollback compensating the same entry wins it
     record: dict[str, Any] = {
-        "_id": rollback_id, "checkpoint_id": checkpoint_id,
-        "operation_ids": [e["_id"] for e in owned], "status": RUNNING,
-        "started_at": now, "completed_at": None, "task_ids": [],
-        "success": None, "operations_executed": 0, "operations_failed": 0, "duration": None,
+        "_id": rollback_id,
+        "checkpoint_id": checkpoint_id,
+        "operation_ids": [e["_id"] for e in owned],
+        "status": RUNNING,
+        "started_at": now,
+        "completed_at": None,
+        "task_ids": [],
+        "success": None,
+        "operations_executed": 0,
+        "operations_failed": 0,
+        "duration": None,
     }
     await ctx.repo.insert_rollback(record)
     await ctx.publisher.publish(
         "RollbackStarted",
-        data={"rollback_id": rollback_id, "checkpoint_id": checkpoint_id,
-              "operations": len(owned)},
+        data={"rollback_id": rollback_id, "checkpoint_id": checkpoint_id, "operations": len(owned)},
         metadata={"rollback_id": rollback_id},
     )
     task_ids: list[str] = []
     previous: str | None = None
     for entry in owned:
         comp_id = str(uuid.uuid4())
-        task = {"_id": entry["task_id"], "name": entry.get("name"),
-                "operation_id": entry.get("operation_id"),
-                "compensation": {"subcommand": entry["compensation"]["subcommand"],
-                                 "args": entry["compensation"]["args"]}}
-        await ctx.engine.create_task(compensation_spec(
-            task, comp_id, previous, batch_id=None, rollback_id=rollback_id))
+        task = {
+            "_id": entry["task_id"],
+            "name": entry.get("name"),
+            "operation_id": entry.get("operation_id"),
+            "compensation": {
+                "subcommand": entry["compensation"]["subcommand"],
+                "args": entry["compensation"]["args"],
+            },
+        }
+        await ctx.engine.create_task(
+            compensation_spec(task, comp_id, previous, batch_id=None, rollback_id=rollback_id)
+        )
         task_ids.append(comp_id)
         previous = comp_id
     await ctx.repo.update_rollback(rollback_id, {"task_ids": task_ids})
@@ -149,7 +168,8 @@ async def execute(
         else:
             failed += 1
             await ctx.repo.note_compensation_failed(
-                str(entry["_id"]), int(entry.get("compensation_attempts") or 0) + 1)
+                str(entry["_id"]), int(entry.get("compensation_attempts") or 0) + 1
+            )
     duration = round(time.monotonic() - started, 3)
     done = len(finals) == len(task_ids)
     result = {
@@ -159,13 +179,21 @@ async def execute(
         "operations_failed": failed,
         "duration": duration,
     }
-    await ctx.repo.update_rollback(rollback_id, {
-        "status": (COMPLETED if result["success"] else FAILED) if done else RUNNING,
-        "completed_at": utcnow(), "success": result["success"],
-        "operations_executed": executed, "operations_failed": failed, "duration": duration,
-    })
+    await ctx.repo.update_rollback(
+        rollback_id,
+        {
+            "status": (COMPLETED if result["success"] else FAILED) if done else RUNNING,
+            "completed_at": utcnow(),
+            "success": result["success"],
+            "operations_executed": executed,
+            "operations_failed": failed,
+            "duration": duration,
+        },
+    )
     await ctx.publisher.publish(
-        "RollbackCompleted", data=dict(result), metadata={"rollback_id": rollback_id},
+        "RollbackCompleted",
+        data=dict(result),
+        metadata={"rollback_id": rollback_id},
     )
     return result
 

@@ -19,8 +19,12 @@ def setup(app: web.Application) -> None:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         b = app[BATCH_CONTEXT]
         app[ROLLBACK_CONTEXT] = RollbackContext(
-            repo=b.ledger, batches=b.repo, snapshots=b.snapshots, engine=b.engine,
-            publisher=b.publisher, worker_id=b.worker_id,
+            repo=b.ledger,
+            batches=b.repo,
+            snapshots=b.snapshots,
+            engine=b.engine,
+            publisher=b.publisher,
+            worker_id=b.worker_id,
             wait_seconds=app[BATCH_SETTINGS].rollback_wait_seconds,
         )
         yield

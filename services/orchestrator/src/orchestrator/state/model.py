@@ -44,8 +44,8 @@ def task_progress_view(
         "type": "task",
         "status": status,
         "progress": round(progress, 1),
-        "current_step": task.get("current_step") or (task.get("name") if status == "Running"
-                                                     else None),
+        "current_step": task.get("current_step")
+        or (task.get("name") if status == "Running" else None),
         "total_steps": 1,
         "completed_steps": 1 if status in FINISHED else 0,
         "estimated_time_remaining": None if remaining is None else round(remaining),
@@ -110,36 +110,50 @@ def task_snapshots(
     task: Mapping[str, Any], attempts: Sequence[Mapping[str, Any]]
 ) -> list[dict[str, Any]]:
     """A task's status changes, from its document and its attempt history."""
-    out: list[dict[str, Any]] = [{
-        "snapshot_id": f"{task['_id']}:created",
-        "timestamp": task["created_at"],
-        "state": "pending",
-        "details": {"name": task.get("name"), "command": task.get("command")},
-    }]
+    out: list[dict[str, Any]] = [
+        {
+            "snapshot_id": f"{task['_id']}:created",
+            "timestamp": task["created_at"],
+            "state": "pending",
+            "details": {"name": task.get("name"), "command": task.get("command")},
+        }
+    ]
     for att in sorted(attempts, key=lambda a: int(a.get("attempt") or 0)):
-        out.append({
-            "snapshot_id": f"{task['_id']}:{att.get('attempt')}:running",
-            "timestamp": att.get("started_at"),
-            "state": "running",
-            "details": {"attempt": att.get("attempt"), "worker_id": att.get("worker_id")},
-        })
+        out.append(
+            {
+                "snapshot_id": f"{task['_id']}:{att.get('attempt')}:running",
+                "timestamp": att.get("started_at"),
+                "state": "running",
+                "details": {"attempt": att.get("attempt"), "worker_id": att.get("worker_id")},
+            }
+        )
         ended = att.get("status")
         if att.get("ended_at") and ended and ended != "Running" and ended != task.get("status"):
-            out.append({
-                "snapshot_id": f"{task['_id']}:{att.get('attempt')}:{str(ended).lower()}",
-                "timestamp": att["ended_at"],
-                "state": str(ended).lower(),
-                "details": {"attempt": att.get("attempt"), "exit_code": att.get("exit_code"),
-                            "error": att.get("error")},
-            })
+            out.append(
+                {
+                    "snapshot_id": f"{task['_id']}:{att.get('attempt')}:{str(ended).lower()}",
+                    "timestamp": att["ended_at"],
+                    "state": str(ended).lower(),
+                    "details": {
+                        "attempt": att.get("attempt"),
+                        "exit_code": att.get("exit_code"),
+                        "error": att.get("error"),
+                    },
+                }
+            )
     if task.get("status") in FINISHED:
-        out.append({
-            "snapshot_id": f"{task['_id']}:final",
-            "timestamp": task.get("completed_at") or task.get("created_at"),
-            "state": str(task["status"]).lower(),
-            "details": {"error": task.get("error"), "attempts": task.get("attempts"),
-                        "progress": task.get("progress")},
-        })
+        out.append(
+            {
+                "snapshot_id": f"{task['_id']}:final",
+                "timestamp": task.get("completed_at") or task.get("created_at"),
+                "state": str(task["status"]).lower(),
+                "details": {
+                    "error": task.get("error"),
+                    "attempts": task.get("attempts"),
+                    "progress": task.get("progress"),
+                },
+            }
+        )
     return out
 
 

@@ -20,23 +20,34 @@ class SnapshotRepository:
         self.snapshots = db[SNAPSHOTS]
 
     async def ensure_indexes(self) -> None:
-        await ensure_indexes(self.snapshots, [
-            IndexSpec([("workflow_id", ASCENDING), ("timestamp", ASCENDING)], "workflow_time"),
-        ])
+        await ensure_indexes(
+            self.snapshots,
+            [
+                IndexSpec([("workflow_id", ASCENDING), ("timestamp", ASCENDING)], "workflow_time"),
+            ],
+        )
 
     async def record(
-        self, workflow_id: str, state: str, at: datetime, details: Mapping[str, Any],
-        *, key: str | None = None,
+        self,
+        workflow_id: str,
+        state: str,
+        at: datetime,
+        details: Mapping[str, Any],
+        *,
+        key: str | None = None,
     ) -> bool:
         """One snapshot per status change; the unique ``_id`` (workflow id + state)
         makes the replica that records it first the one that owns the change."""
-        return await claim(self.snapshots, {
-            "_id": key or f"{workflow_id}:{state}",
-            "workflow_id": workflow_id,
-            "state": state,
-            "timestamp": at,
-            "details": dict(details),
-        })
+        return await claim(
+            self.snapshots,
+            {
+                "_id": key or f"{workflow_id}:{state}",
+                "workflow_id": workflow_id,
+                "state": state,
+                "timestamp": at,
+                "details": dict(details),
+            },
+        )
 
     async def for_workflow(self, workflow_id: str) -> list[Document]:
         cursor = self.snapshots.find({"workflow_id": workflow_id}).sort(
@@ -76,10 +87,17 @@ class TaskStatsRepository:
         self.tasks = db["tasks"]
 
     async def recent_durations(
-        self, *, kind: str | None = None, limit: int = 50, standalone: bool = False,
+        self,
+        *,
+        kind: str | None = None,
+        limit: int = 50,
+        standalone: bool = False,
     ) -> list[float]:
-        query: dict[str, Any] = {"status": "Completed", "started_at": {"$ne": None},
-                                 "completed_at": {"$ne": None}}
+        query: dict[str, Any] = {
+            "status": "Completed",
+            "started_at": {"$ne": None},
+            "completed_at": {"$ne": None},
+        }
         if kind is not None:
             query["kind"] = kind
         if standalone:
@@ -98,10 +116,12 @@ class TaskStatsRepository:
     async def standalone_counts(self) -> dict[str, int]:
         """Tasks that are workflows of their own (not part of a batch), by status."""
         out: dict[str, int] = {}
-        cursor = await self.tasks.aggregate([
-            {"$match": {"batch_id": None}},
-            {"$group": {"_id": "$status", "n": {"$sum": 1}}},
-        ])
+        cursor = await self.tasks.aggregate(
+            [
+                {"$match": {"batch_id": None}},
+                {"$group": {"_id": "$status", "n": {"$sum": 1}}},
+            ]
+        )
         async for row in cursor:
             out[str(row["_id"])] = int(row["n"])
         return out

@@ -23,8 +23,12 @@ async def workflow_progress(request: web.Request) -> web.Response:
 
 
 @routes.get("/state/workflows/{id}/snapshots")
-@api_doc(summary="Snapshots of a workflow, one per status change", tags=["state"],
-         response=SnapshotOut, many=True)
+@api_doc(
+    summary="Snapshots of a workflow, one per status change",
+    tags=["state"],
+    response=SnapshotOut,
+    many=True,
+)
 async def workflow_snapshots(request: web.Request) -> web.Response:
     await authorize(request, "read", "state:*")
     return ok(await service.snapshots(request.app[STATE_CONTEXT], request.match_info["id"]))
@@ -38,8 +42,11 @@ async def system_metrics(request: web.Request) -> web.Response:
 
 
 @routes.get("/state/system/health")
-@api_doc(summary="Health of storage, batch coordinator and monitoring", tags=["state"],
-         response=HealthOut)
+@api_doc(
+    summary="Health of storage, batch coordinator and monitoring",
+    tags=["state"],
+    response=HealthOut,
+)
 async def system_health(request: web.Request) -> web.Response:
     await authorize(request, "read", "state:*")
     return ok(await service.health(request.app[STATE_CONTEXT]))

@@ -49,8 +49,9 @@ async def progress(ctx: StateContext, workflow_id: str) -> dict[str, Any]:
     batch = await ctx.batches.get(workflow_id)
     if batch is not None:
         tasks = await ctx.batches.task_states(workflow_id)
-        kinds = {str(t.get("kind")) for t in tasks if t.get("kind") and t["status"] not in
-                 model.FINISHED}
+        kinds = {
+            str(t.get("kind")) for t in tasks if t.get("kind") and t["status"] not in model.FINISHED
+        }
         return model.batch_progress_view(batch, tasks, await _expected(ctx, kinds), now)
     task = await ctx.store.get(workflow_id)
     if task is None:
@@ -64,8 +65,12 @@ async def snapshots(ctx: StateContext, workflow_id: str) -> list[dict[str, Any]]
     batch = await ctx.batches.get(workflow_id)
     if batch is not None:
         return [
-            {"snapshot_id": d["_id"], "timestamp": d["timestamp"],
-             "state": str(d["state"]).lower(), "details": d.get("details") or {}}
+            {
+                "snapshot_id": d["_id"],
+                "timestamp": d["timestamp"],
+                "state": str(d["state"]).lower(),
+                "details": d.get("details") or {},
+            }
             for d in await ctx.snapshots.for_workflow(workflow_id)
         ]
     task = await ctx.store.get(workflow_id)

@@ -36,9 +36,13 @@ def setup(app: web.Application) -> None:
             return await database_size_bytes(db)
 
         app[STATE_CONTEXT] = StateContext(
-            batches=batch_ctx.repo, store=batch_ctx.engine.store, snapshots=batch_ctx.snapshots,
-            stats=TaskStatsRepository(db), storage_probe=storage,
-            coordinator_probe=coordinator.healthy, monitoring_probe=monitoring,
+            batches=batch_ctx.repo,
+            store=batch_ctx.engine.store,
+            snapshots=batch_ctx.snapshots,
+            stats=TaskStatsRepository(db),
+            storage_probe=storage,
+            coordinator_probe=coordinator.healthy,
+            monitoring_probe=monitoring,
             database_size=size,
         )
         yield
