@@ -18,8 +18,7 @@ class CheckpointIn(Schema):
         validate=validate.Regexp(
             r"^[A-Za-z0-9][A-Za-z0-9_. -]{0,127}$",
             error=(
-                "must start with a letter or digit; letters, digits, '_', '.', '-', ' ' "
-                "(max 128)"
+                "must start with a letter or digit; letters, digits, '_', '.', '-', ' ' (max 128)"
             ),
         ),
     )
