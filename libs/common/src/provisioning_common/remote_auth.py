@@ -28,6 +28,7 @@ from redis.asyncio import Redis
 
 from .errors import ServiceUnavailable, Unauthorized
 from .events import POLICIES_CHANNEL, REVOCATIONS_CHANNEL, EventBus
+from .logging import request_id_var
 from .policy import Decision, PolicyEngine, policy_from_document
 from .tokens import TokenClaims, TokenError, decode_token, unverified_kid
 
@@ -67,6 +68,9 @@ class _ControlCenter:
         self, method: str, path: str, *, token: str | None = None, json: Any = None
     ) -> tuple[int, Any]:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        request_id = request_id_var.get()
+        if request_id:  # one request id across both services' logs
+            headers["X-Request-ID"] = request_id
         async with self.session.request(
             method, self.base_url + path, json=json, headers=headers, timeout=self.timeout
         ) as resp:

@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 
+import aiohttp_cors
 from aiohttp import web
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
@@ -120,6 +121,39 @@ def _is_trusted(address: str, trusted: tuple[str, ...]) -> bool:
         except ValueError:
             continue
     return False
+
+
+CORS_ALLOW_HEADERS = ("Authorization", "Content-Type", "Accept", "Idempotency-Key", "X-Request-ID")
+CORS_EXPOSE_HEADERS = (
+    "X-Request-ID",
+    "X-RateLimit-Limit",
+    "X-RateLimit-Remaining",
+    "X-RateLimit-Reset",
+    "Retry-After",
+    "X-Total-Count",
+    "X-Limit",
+    "X-Offset",
+    "Link",
+)
+
+
+def enable_cors(app: web.Application, origins: Sequence[str]) -> None:
+    """Allow browsers from ``origins`` (``CORS_ORIGINS``) on every route; none by
+    default. Call after every route is added. Credentials are bearer tokens in a
+    header, never cookies, so ``allow_credentials`` stays off."""
+    if not origins:
+        return
+    options = aiohttp_cors.ResourceOptions(  # type: ignore[no-untyped-call]
+        allow_credentials=False,
+        allow_headers=CORS_ALLOW_HEADERS,
+        expose_headers=CORS_EXPOSE_HEADERS,
+        allow_methods=["GET", "POST", "PUT", "DELETE"],
+        max_age=600,
+    )
+    cors = aiohttp_cors.setup(app, defaults={origin: options for origin in origins})
+    for route in list(app.router.routes()):
+        if route.method != "OPTIONS":
+            cors.add(route)
 
 
 async def check_mongo(app: web.Application) -> None:

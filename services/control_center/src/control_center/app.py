@@ -21,6 +21,7 @@ from provisioning_common.webapp import (
     check_mongo,
     check_redis,
     create_base_app,
+    enable_cors,
 )
 
 from .audit.repository import AuditRepository
@@ -65,6 +66,7 @@ def create_app(settings: Settings) -> web.Application:
     for table in (auth_routes, user_routes, policy_routes, audit_routes, key_routes):
         app.router.add_routes(table)
     add_openapi_routes(app, "Provisioning control center", "1.0.0")
+    enable_cors(app, settings.common.cors_origins)  # last: covers every route
     return app
 
 

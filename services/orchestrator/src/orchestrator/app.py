@@ -16,6 +16,7 @@ from provisioning_common.webapp import (
     check_mongo,
     check_redis,
     create_base_app,
+    enable_cors,
 )
 
 from . import audit, auth, events, metrics, tasks, webhooks, workflows
@@ -57,4 +58,5 @@ def create_app(settings: Settings) -> web.Application:
     for feature in FEATURES:
         feature(app)
     add_openapi_routes(app, "Provisioning orchestrator", "1.0.0")
+    enable_cors(app, settings.common.cors_origins)  # last: covers every route
     return app
