@@ -103,6 +103,8 @@ def env_for(stack: Any, module: str, prefix: str) -> dict[str, str]:
         SERVICE_CLIENT_SECRET=SECRET,
         CONTROL_CENTER_URL="http://127.0.0.1:9",
         BOOTSTRAP_ADMIN_PASSWORD="deploy-test-admin-password",
+        # The per-IP login budget lives in the Redis other tests of this worker share.
+        RATE_LIMIT_AUTH_PER_MINUTE="1000",
     )
 
 

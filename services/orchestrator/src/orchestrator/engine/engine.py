@@ -89,6 +89,7 @@ class Run:
     doc_dirty: bool = False
     lines: list[str] = field(default_factory=list)
     handle: asyncio.Task[None] | None = None
+    announced: asyncio.Task[None] | None = None  # the Running event, stored meanwhile
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     done: bool = False
 
@@ -139,6 +140,10 @@ class Engine:
         self._next_sweep = 0.0
         # Queue entries of tasks this replica finalized, deleted in one go per tick.
         self._dequeue_pending: set[str] = set()
+        # Starts in flight (claims and the Running write), in the background so that a
+        # slow write never holds up the next tick: task id -> its concurrency key.
+        self._starting: dict[str, str | None] = {}
+        self._start_tasks: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------- public API
     def add_final_listener(self, listener: FinalListener) -> None:
@@ -155,8 +160,10 @@ class Engine:
         docs = [task_document(spec, self.defaults, now) for spec in specs]
         inserted = set(await self.store.insert_tasks(docs))
         # Only new tasks get a queue entry: an existing one may be final already.
-        await self.store.enqueue([queue_entry(d) for d in docs if d["_id"] in inserted])
-        await self._emit_statuses([(doc, PENDING) for doc in docs])
+        await asyncio.gather(
+            self.store.enqueue([queue_entry(d) for d in docs if d["_id"] in inserted]),
+            self._emit_statuses([(doc, PENDING) for doc in docs]),
+        )
         self.wake()
         return [str(d["_id"]) for d in docs]
 
@@ -208,6 +215,8 @@ class Engine:
                 self._loops[0].cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._loops[0]
+            if self._start_tasks:
+                await asyncio.wait(list(self._start_tasks), timeout=15)
         handles = [r.handle for r in self.runs.values() if r.handle is not None]
         if handles:
             await asyncio.wait(handles, timeout=self.settings.shutdown_grace_seconds)
@@ -243,7 +252,7 @@ class Engine:
             await asyncio.sleep(_MIN_TICK_SECONDS)
 
     def _free(self) -> int:
-        return self.settings.concurrency - len(self.runs)
+        return self.settings.concurrency - len(self.runs) - len(self._starting)
 
     def _takeover_interval(self) -> float:
         # An expired lease is looked for a few times per lease, not on every tick.
@@ -259,15 +268,20 @@ class Engine:
                 raise
 
     async def _tick(self) -> None:
-        await self._flush_dequeues()
         if self._free() <= 0:
+            await self._flush_dequeues()
             return
-        # The queue holds only tasks that are not final: small, unlike ``tasks``.
-        entries = await self.store.queue_entries(self.settings.scan_limit * 10)
+        leaving = set(self._dequeue_pending)
+        # The queue holds only tasks that are not final: small, unlike ``tasks``. It is
+        # read while the tasks this replica finished are being removed from it.
+        _, entries = await asyncio.gather(
+            self._flush_dequeues(), self.store.queue_entries(self.settings.scan_limit * 10)
+        )
+        entries = [e for e in entries if e["_id"] not in leaving]
         if not entries:
             return
         queued = {str(e["_id"]) for e in entries}
-        local = {run.task_id for run in self.runs.values()}
+        local = {run.task_id for run in self.runs.values()} | set(self._starting)
         await self._load_finals(
             d
             for e in entries
@@ -407,6 +421,9 @@ class Engine:
                 held[str(slot["_id"])] = slot
                 if as_utc(slot["lease_expires_at"]) >= now:
                     used[str(slot.get("key"))] = used.get(str(slot.get("key")), 0) + 1
+            for key in self._starting.values():  # their slot may not be inserted yet
+                if key:
+                    used[key] = used.get(key, 0) + 1
         index = 0
         while self._free() > 0 and not self._stopping and index < len(ready):
             batch: list[Document] = []
@@ -425,24 +442,36 @@ class Engine:
                 return
             tasks = await self.store.get_many(str(e["_id"]) for e in batch)
             now = utcnow()
-            starting: list[Awaitable[bool]] = []
             for entry in batch:
                 task = tasks.get(str(entry["_id"]))
+                key = entry.get("concurrency_key")
                 startable = (
                     task is not None
                     and task["status"] == PENDING
                     and (task.get("not_before") is None or as_utc(task["not_before"]) <= now)
                 )
-                if task is None or not startable or len(starting) >= self._free():
-                    key = entry.get("concurrency_key")
+                if task is None or not startable or self._free() <= 0 or self._stopping:
                     if key:
-                        used[key] -= 1
+                        used[key] -= 1  # its reservation was not needed
                     continue
-                starting.append(
-                    self._start_attempt(task, int(task.get("attempts") or 0) + 1, held=held)
-                )
-            # Claims of different tasks are independent: run them concurrently.
-            await asyncio.gather(*starting)
+                self._launch(task, held)
+
+    def _launch(self, task: Document, held: dict[str, Document]) -> None:
+        """Start ``task`` in the background; claims of different tasks are independent."""
+        task_id = str(task["_id"])
+        self._starting[task_id] = task.get("concurrency_key")
+
+        async def start() -> None:
+            try:
+                await self._start_attempt(task, int(task.get("attempts") or 0) + 1, held=held)
+            except Exception:
+                log.exception("could not start task %s", task_id)
+            finally:
+                self._starting.pop(task_id, None)
+
+        handle = asyncio.create_task(start(), name=f"start-{task_id}")
+        self._start_tasks.add(handle)
+        handle.add_done_callback(self._start_tasks.discard)
 
     # ------------------------------------------------------------------ slots
     async def _acquire_slot(
@@ -451,7 +480,7 @@ class Engine:
         aid: str,
         expires: datetime,
         takeover: bool,
-        held_slots: Mapping[str, Document] | None = None,
+        held_slots: dict[str, Document] | None = None,
     ) -> str | None:
         """None: no concurrency group; "": every slot taken; else the slot id."""
         key = task.get("concurrency_key")
@@ -464,7 +493,8 @@ class Engine:
             return str(mine["_id"])
         now = utcnow()
         # The tick's snapshot of held slots spares a query per task; a slot taken
-        # since then just loses the unique insert below.
+        # since then just loses the unique insert below. Concurrent starts of one
+        # tick mark the slot they try in it, so they do not all race for the same one.
         held = (
             held_slots
             if held_slots is not None
@@ -478,6 +508,7 @@ class Engine:
                     continue
                 await self.store.delete_expired_slot(sid, current["lease_expires_at"])
             doc = {"_id": sid, "key": key, "task_id": task["_id"], **fields}
+            held[sid] = doc
             if await self.store.claim_slot(doc):
                 return sid
         self._full_keys.add(str(key))
@@ -489,7 +520,7 @@ class Engine:
         task: Document,
         n: int,
         previous: Document | None = None,
-        held: Mapping[str, Document] | None = None,
+        held: dict[str, Document] | None = None,
     ) -> bool:
         task_id = str(task["_id"])
         aid = attempt_id(task_id, n)
@@ -572,7 +603,9 @@ class Engine:
         )
         self.runs[aid] = run
         metrics.RUNNING_TASKS.inc()
-        await self._emit_status(fresh, RUNNING)
+        # The Running event is stored while the process starts; _execute waits for it
+        # before recording the end, so the events keep their order.
+        run.announced = asyncio.create_task(self._emit_status(fresh, RUNNING))
         run.handle = asyncio.create_task(self._execute(run), name=f"task-{aid}")
         return True
 
@@ -599,6 +632,8 @@ class Engine:
                 on_output=on_output,
                 on_progress=on_progress,
             )
+            if run.announced is not None:
+                await run.announced
             await self._flush_events(run)
             async with run.lock:
                 run.done = True
@@ -693,7 +728,8 @@ class Engine:
             "progress": 100.0 if status == COMPLETED else run.progress,
             "current_step": run.current_step,
         }
-        # The process has ended: free its group slot before the (slower) final writes.
+        # The process has ended: free its group slot first, so that a task shown final
+        # never still holds one (and the next task of the group can start sooner).
         await self._release(run)
         await self._finalize(task, status, error, attempt=(run.aid, attempt_fields), extra=extra)
         started = task.get("started_at")
