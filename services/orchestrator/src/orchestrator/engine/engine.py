@@ -325,7 +325,7 @@ class Engine:
             self._finals[task_id] = str(final["status"])
 
     def _dependency_state(self, entry: Document) -> str | None:
-        """ "" ready, None wait, else the error that cancels it (a dependency ended badly)."""
+        """Empty: ready; None: wait; else the error that cancels it (a dependency ended badly)."""
         waiting = False
         for dep_id in entry.get("dependencies") or []:
             # A decided final is the truth even while its queue entry is still there.
