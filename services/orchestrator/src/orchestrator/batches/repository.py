@@ -33,6 +33,9 @@ _TASK_FIELDS = {
     "completed_at": 1,
 }
 CLAIMS = "batch_claims"
+# A failed batch whose automatic rollback is not (or no longer) on its document:
+# not started yet, or its record was lost to a concurrent update (DESIGN §3).
+_ROLLBACK_UNRECORDED = {"status": "Failed", "rollback_enabled": True, "rollback": None}
 
 
 class BatchRepository:
@@ -83,6 +86,7 @@ class BatchRepository:
                 "$or": [
                     {"status": {"$nin": sorted(FINISHED)}},
                     {"rollback.status": {"$in": ["Pending", "Running"]}},
+                    _ROLLBACK_UNRECORDED,
                 ]
             }
         )
@@ -94,6 +98,7 @@ class BatchRepository:
                 "$or": [
                     {"status": {"$nin": sorted(FINISHED)}},
                     {"rollback.status": {"$in": ["Pending", "Running"]}},
+                    _ROLLBACK_UNRECORDED,
                 ]
             },
             {"_id": 1},
@@ -115,8 +120,10 @@ class BatchRepository:
         return [doc async for doc in cursor]
 
     async def update(self, batch_id: str, fields: Mapping[str, Any]) -> None:
-        # Every field written here is derived from the tasks, so two replicas
-        # writing the same values in either order converge (DESIGN §3).
+        # FerretDB applies this as read-then-overwrite of the whole document, so a
+        # concurrent update of other fields can undo it (DESIGN §3). Fields the
+        # coordinator writes are therefore written again by its next pass: derived
+        # from the tasks, or the rollback record, whose truth is its claim document.
         await self.batches.update_one({"_id": batch_id}, {"$set": dict(fields)})
 
     async def count_by_status(self) -> dict[str, int]:
@@ -133,8 +140,20 @@ class BatchRepository:
         for doc in docs:
             await self.batches.replace_one({"_id": doc["_id"]}, dict(doc), upsert=True)
 
-    async def claim(self, key: str, owner: str, at: datetime) -> bool:
-        return await claim(self.claims, {"_id": key, "owner": owner, "at": at})
+    async def claim(
+        self, key: str, owner: str, at: datetime, record: Mapping[str, Any] | None = None
+    ) -> bool:
+        doc: dict[str, Any] = {"_id": key, "owner": owner, "at": at}
+        if record is not None:
+            doc["record"] = dict(record)
+        return await claim(self.claims, doc)
+
+    async def claimed_record(self, key: str) -> Document | None:
+        """The record stored with a claim. Claims are inserted once and never
+        updated, so this copy survives a lost update of the batch document."""
+        doc = await self.claims.find_one({"_id": key})
+        record = doc.get("record") if doc is not None else None
+        return dict(record) if isinstance(record, Mapping) else None
 
     async def has_claim(self, key: str) -> bool:
         return await self.claims.count_documents({"_id": key}, limit=1) > 0

@@ -540,9 +540,6 @@ async def _drive_rollback(
     rb = batch.get("rollback")
     key = f"{batch['_id']}:rollback"
     if rb is None:
-        won = await ctx.repo.claim(key, ctx.worker_id, now)
-        if not won:
-            return  # another replica starts it; its record appears shortly
         plan_items = compensation_plan(batch, tasks)
         rb = {
             "rollback_id": f"batch-{batch['_id']}",
@@ -554,6 +551,11 @@ async def _drive_rollback(
             "operations_executed": 0,
             "operations_failed": 0,
         }
+        # The claim carries the decided record: the batch document's copy can be
+        # lost (a concurrent update of the document overwrites it, DESIGN §3).
+        if not await ctx.repo.claim(key, ctx.worker_id, now, record=rb):
+            await _restore_rollback(ctx, batch, tasks, key)
+            return
         # Record first, then create: a crash in between leaves a record whose
         # missing tasks the next pass creates (deterministic ids).
         await ctx.repo.update(batch["_id"], {"rollback": rb, "rolled_back": not plan_items})
@@ -603,6 +605,26 @@ async def _drive_rollback(
         await ctx.repo.update(
             batch["_id"], {"rollback": rb, "rolled_back": rb["status"] == COMPLETED}
         )
+
+
+async def _restore_rollback(
+    ctx: BatchContext,
+    batch: Mapping[str, Any],
+    tasks: Mapping[str, Mapping[str, Any]],
+    key: str,
+) -> None:
+    """The rollback is claimed but the batch document has no record of it: the
+    winner is still writing it, crashed before, or its write was lost to the other
+    replica's concurrent update of the batch document. Put the claimed record back
+    (the same value whoever writes it) and drive it from there."""
+    rb = await ctx.repo.claimed_record(key)
+    if rb is None:
+        return  # a claim from before records were kept: nothing to restore from
+    await ctx.repo.update(batch["_id"], {"rollback": rb, "rolled_back": rb["status"] == COMPLETED})
+    if rb["status"] in FINISHED:
+        await _rollback_done(ctx, batch, rb)  # once, by its own claim
+        return
+    await _drive_rollback(ctx, {**batch, "rollback": rb}, tasks, utcnow())
 
 
 async def _create_compensations(

@@ -159,10 +159,12 @@ class Engine:
         now = utcnow()
         docs = [task_document(spec, self.defaults, now) for spec in specs]
         inserted = set(await self.store.insert_tasks(docs))
-        # Only new tasks get a queue entry: an existing one may be final already.
+        # Only new tasks get a queue entry and a Pending event: an existing one
+        # (a racing replica created it) may be running or final already.
+        new = [d for d in docs if d["_id"] in inserted]
         await asyncio.gather(
-            self.store.enqueue([queue_entry(d) for d in docs if d["_id"] in inserted]),
-            self._emit_statuses([(doc, PENDING) for doc in docs]),
+            self.store.enqueue([queue_entry(d) for d in new]),
+            self._emit_statuses([(doc, PENDING) for doc in new]),
         )
         self.wake()
         return [str(d["_id"]) for d in docs]
