@@ -156,7 +156,8 @@ class BatchRepository:
         return dict(record) if isinstance(record, Mapping) else None
 
     async def has_claim(self, key: str) -> bool:
-        return await self.claims.count_documents({"_id": key}, limit=1) > 0
+        # A point read by _id: FerretDB serves it without reading the collection.
+        return await self.claims.find_one({"_id": key}, {"_id": 1}) is not None
 
     async def delete_claims(self, batch_ids: Sequence[str]) -> None:
         # Claims are keyed "<batch_id>:..."; restore drops those of removed batches.

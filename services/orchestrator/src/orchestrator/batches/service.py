@@ -310,6 +310,12 @@ async def reconcile(ctx: BatchContext, batch_id: str) -> None:
     task_list = await ctx.repo.task_states(batch_id)
     tasks = {str(t["_id"]): t for t in task_list}
     now = utcnow()
+    # The cancel claim is the truth: a concurrent update can undo the flag (DESIGN §3).
+    cancel_requested = await _cancel_requested(ctx, batch)
+    if not batch.get("tasks_created") and cancel_requested:
+        # Tasks a cancelled batch never created are cancelled by never existing.
+        await ctx.repo.update(batch_id, {"tasks_created": True, "cancel_requested": True})
+        batch = {**batch, "tasks_created": True}
     if not batch.get("tasks_created"):
         age = (now - as_utc(batch["created_at"])).total_seconds()
         if age < ctx.orphan_after_seconds:
@@ -333,7 +339,7 @@ async def reconcile(ctx: BatchContext, batch_id: str) -> None:
     finished = 0
     for op in batch["operations"]:
         # A task that does not exist after cancellation will never be created.
-        absent = CANCELLED if batch.get("cancel_requested") else PENDING
+        absent = CANCELLED if cancel_requested else PENDING
         views = [_view(tasks[t]) if t in tasks else TaskView(t, absent) for t in op["task_ids"]]
         finished += sum(1 for v in views if v.status in FINISHED)
         ops_out.append(
@@ -344,10 +350,16 @@ async def reconcile(ctx: BatchContext, batch_id: str) -> None:
                 "results": _results(op, tasks),
             }
         )
-    status = model.batch_status([o["status"] for o in ops_out], bool(batch.get("cancel_requested")))
+    status = model.batch_status([o["status"] for o in ops_out], cancel_requested)
     if status == PENDING:
         status = RUNNING  # submitted batches are Running; tasks wait in the queue
-    fields: dict[str, Any] = {"operations": ops_out, "finished_tasks": finished}
+    # Written on every pass so that a lost update of these flags is repaired.
+    fields: dict[str, Any] = {
+        "operations": ops_out,
+        "finished_tasks": finished,
+        "tasks_created": True,
+        "cancel_requested": cancel_requested,
+    }
     if status != batch["status"] and batch["status"] not in FINISHED:
         fields["status"] = status
         if status in FINISHED:
@@ -696,12 +708,25 @@ async def _rollback_done(
 # --- cancellation ---------------------------------------------------------------
 
 
+def _cancel_key(batch_id: str) -> str:
+    return f"{batch_id}:cancel"
+
+
+async def _cancel_requested(ctx: BatchContext, batch: Document) -> bool:
+    return bool(batch.get("cancel_requested")) or await ctx.repo.has_claim(
+        _cancel_key(str(batch["_id"]))
+    )
+
+
 async def cancel(ctx: BatchContext, batch_id: str) -> None:
     batch = await get_batch(ctx, batch_id)
     if batch["status"] in FINISHED:
-        if batch.get("cancel_requested"):
+        if await _cancel_requested(ctx, batch):
             return  # a repeated cancel of the batch it cancelled: harmless
         raise Conflict(f"Batch operation {batch_id} already {batch['status']}")
+    # The claim records the request where no concurrent update can undo it; the flag
+    # on the batch document is a copy every coordinator pass writes again.
+    await ctx.repo.claim(_cancel_key(batch_id), ctx.worker_id, utcnow())
     await ctx.repo.update(batch_id, {"cancel_requested": True})
     # Pending tasks first (so nothing new starts), then running ones.
     task_list = await batch_tasks(ctx.engine.store, batch_id)
