@@ -379,6 +379,33 @@ async def test_cancel_mid_batch(
             await s.stop()
 
 
+async def test_lost_cancel_flag_is_repaired(
+    mongo_db: AsyncDatabase[dict[str, Any]], redis_client: Redis, tmp_path: Path
+) -> None:
+    """FerretDB applies ``$set`` as read-then-overwrite, so a coordinator pass on another
+    replica can undo ``cancel_requested`` (DESIGN §3). The cancel claim is the truth:
+    the next pass writes the flag back and the batch still ends Cancelled."""
+    from orchestrator.batches.service import reconcile
+
+    h, stoppables = await make_harness(
+        mongo_db, redis_client, tmp_path, env={"PROVISIONING_SIM_SLEEP": "5"}
+    )
+    try:
+        batch_id = await h.submit(CONTRACT_BATCH)
+        await h.cancel(batch_id)
+        # Simulate the lost update.
+        await mongo_db["batches"].update_one(
+            {"_id": batch_id}, {"$set": {"cancel_requested": False, "status": "Running"}}
+        )
+        await reconcile(h.batch, batch_id)
+        doc = await h.wait(batch_id, timeout=20)
+        assert doc["cancel_requested"] is True
+        assert doc["status"] == "Cancelled"
+    finally:
+        for s in stoppables:
+            await s.stop()
+
+
 async def test_submitter_crash_recovered_by_coordinator(harness: Harness) -> None:
     """A batch stored without its tasks (the submitting replica died) gets them
     created by the coordinator and completes."""
