@@ -116,8 +116,16 @@ async def test_task_completes_with_output_progress_events_and_attempt(
     assert [a["status"] for a in attempts] == ["Completed"]
     assert attempts[0]["_id"] == f"{task_id}:1"
     assert attempts[0]["exit_code"] == 0
-    events = [e async for e in mongo_db["events"].find({"data.task_id": task_id}).sort("_id", 1)]
-    statuses = [e["data"]["status"] for e in events if e["event_type"] == "TaskStatusChanged"]
+    # The final event follows the final document (ENGINE_API.md "Ordering"): wait for it.
+    deadline = time.monotonic() + 10
+    while True:
+        events = [
+            e async for e in mongo_db["events"].find({"data.task_id": task_id}).sort("_id", 1)
+        ]
+        statuses = [e["data"]["status"] for e in events if e["event_type"] == "TaskStatusChanged"]
+        if statuses[-1:] == ["completed"] or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
     assert statuses == ["pending", "running", "completed"]
     assert events[-1]["metadata"]["task_status"] == "Completed"
     assert any(e["event_type"] == "TaskProgress" for e in events)

@@ -595,6 +595,16 @@ class Engine:
         }
         await self.store.update_task(task_id, fields)
         fresh.update(fields)
+        lease = timedelta(seconds=self.settings.lease_seconds)
+        if utcnow() > expires - lease / 2:
+            # The claim and the writes above were slow (a loaded database): renew before
+            # the process starts, or it would start on a lease that is (nearly) spent and
+            # be stopped as "lost" by the next lease check while the task shows Running.
+            renewed = utcnow()
+            expires = renewed + lease
+            await self.store.renew_leases([aid], expires, renewed)
+            if slot:
+                await self.store.renew_slots([slot], expires)
         run = Run(
             task=fresh,
             attempt=n,
@@ -915,6 +925,9 @@ class Engine:
         while True:
             await asyncio.sleep(self.settings.heartbeat_seconds)
             started = time.monotonic()
+            # Only runs that this round renewed are checked: a run started during the
+            # round holds the lease of its own start, checked after the next round.
+            renewed = set(self.runs)
             try:
                 await self._heartbeat()
                 took = time.monotonic() - started
@@ -924,7 +937,7 @@ class Engine:
                 raise
             except Exception as exc:
                 log.warning("lease renewal failed: %s", type(exc).__name__)
-            self._check_own_leases()
+            self._check_own_leases(renewed)
 
     async def _poll_cancels(self) -> None:
         wanted = await self.store.cancel_requests(r.task_id for r in self.runs.values())
@@ -973,10 +986,11 @@ class Engine:
                 await self.store.renew_slots([run.slot], expires)
             run.lease_expires = expires
 
-    def _check_own_leases(self) -> None:
+    def _check_own_leases(self, aids: Iterable[str]) -> None:
         """If renewals keep failing, stop before another replica takes over."""
         now = utcnow()
-        for run in list(self.runs.values()):
-            if run.reason is None and run.lease_expires <= now:
+        for aid in aids:
+            run = self.runs.get(aid)
+            if run is not None and run.reason is None and run.lease_expires <= now:
                 log.warning("lease of %s could not be renewed; stopping it", run.aid)
                 run.halt("lost")

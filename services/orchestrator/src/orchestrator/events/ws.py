@@ -72,15 +72,21 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     types, since = _parse(request)
     settings = request.app[WS_SETTINGS]
     ws = web.WebSocketResponse(heartbeat=settings.ping_seconds, max_msg_size=64 * 1024)
-    await ws.prepare(request)
+    hub = request.app[HUB]
+    # Subscribe before the handshake completes: a client may act as soon as it is
+    # connected, and events published while we authenticate must not be lost.
+    sub = hub.add()
     try:
+        await ws.prepare(request)
         principal = await _authenticate(request)
     except ApiError as exc:
+        hub.remove(sub)
         reason = exc.message if exc.status != 500 else "Authentication failed"
         await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=reason[:120].encode())
         return ws
-    hub = request.app[HUB]
-    sub = hub.add()
+    except BaseException:
+        hub.remove(sub)
+        raise
     WS_CONNECTIONS.inc()
     wanted = set(types) if types else None
     sent: set[str] = set()
