@@ -6,47 +6,22 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
-import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
-from control_center.app import create_app
 from control_center.context import CONTEXT
-from control_center.settings import Settings
-from provisioning_common.mongo import open_client
 from provisioning_common.timeutil import utcnow
-from tests.support.control_center import ADMIN_PASSWORD, TEST_ENV
+from tests.integration import test_cc_app as shared
+from tests.support.control_center import ADMIN_PASSWORD
 
 Factory = Callable[..., Awaitable[TestClient[Any, Any]]]
 PASSWORD = "Review-Pass-Word-1"
 
 
-@pytest.fixture
-async def make_client(stack: Any) -> AsyncIterator[Factory]:
-    clients: list[TestClient[Any, Any]] = []
-    databases: list[str] = []
-
-    async def factory(**env: str) -> TestClient[Any, Any]:
-        name = f"cc_rv_{uuid.uuid4().hex[:10]}"
-        databases.append(name)
-        settings = Settings.from_env({**stack.env(), **TEST_ENV, "MONGODB_DATABASE": name, **env})
-        client: TestClient[Any, Any] = TestClient(TestServer(create_app(settings)))
-        await client.start_server()
-        clients.append(client)
-        return client
-
-    try:
-        yield factory
-    finally:
-        for client in clients:
-            await client.close()
-        mongo = open_client(stack.mongodb_url)
-        for name in databases:
-            await mongo.drop_database(name)
-        await mongo.close()
+make_client = shared.make_client  # the same fixture (fresh database per app)
 
 
 def bearer(token: str) -> dict[str, str]:
