@@ -15,8 +15,8 @@ import pytest
 import requests
 
 from tests.e2e.conftest import Services
+from tests.support.contract import CONTRACT_BATCH
 from tests.support.processes import ServiceProcess
-from tests.unit.test_batch_model import CONTRACT_BATCH
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 FINAL = ("Completed", "Failed", "Cancelled")

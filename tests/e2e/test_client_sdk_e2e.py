@@ -29,6 +29,7 @@ from provisioning_client import (
     ValidationError,
 )
 from tests.e2e.contract_examples import harness
+from tests.support.contract import CONTRACT_BATCH
 from tests.support.control_center import (
     ADMIN_PASSWORD,
     ADMIN_USERNAME,
@@ -38,8 +39,6 @@ from tests.support.control_center import (
 
 pytestmark = pytest.mark.e2e
 T = TypeVar("T")
-
-CONTRACT_BATCH = harness.CONTRACT_BATCH
 
 
 @pytest.fixture(scope="module")

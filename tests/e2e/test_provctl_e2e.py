@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from tests.e2e.contract_examples import harness
+from tests.support.contract import CONTRACT_BATCH
 
 pytestmark = pytest.mark.e2e
 
@@ -235,7 +236,7 @@ def test_users_policies_and_audit(env: dict[str, str]) -> None:
 
 def test_batches_checkpoints_and_rollback(env: dict[str, str], tmp_path: Path) -> None:
     batch_file = tmp_path / "batch.yaml"
-    batch_file.write_text(yaml.safe_dump(harness.CONTRACT_BATCH))
+    batch_file.write_text(yaml.safe_dump(CONTRACT_BATCH))
     assert as_json(env, "batch", "plan", str(batch_file))["waves"] == [
         ["upcloud_servers"],
         ["aws_taskservs"],
@@ -299,7 +300,7 @@ def test_watch_progress_display_reaches_100_in_a_terminal(
     env: dict[str, str], tmp_path: Path
 ) -> None:
     batch_file = tmp_path / "batch.json"
-    batch_file.write_text(json.dumps(harness.CONTRACT_BATCH))
+    batch_file.write_text(json.dumps(CONTRACT_BATCH))
     env_tty = {k: v for k, v in env.items() if k != "NO_COLOR"}
     code, screen = _run_in_pty(["batch", "submit", str(batch_file), "--watch"], env_tty, 120)
     assert code == 0, screen

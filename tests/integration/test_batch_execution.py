@@ -28,7 +28,7 @@ from orchestrator.rollback.service import RollbackContext
 from orchestrator.state.repository import SnapshotRepository
 from provisioning_common.events import EVENTS_CHANNEL, EventBus
 from provisioning_common.validation import validate
-from tests.unit.test_batch_model import CONTRACT_BATCH
+from tests.support.contract import CONTRACT_BATCH
 
 SIMULATOR = '''#!{python}
 """Test CLI simulator: records argv and start/end, fails on request, reports progress."""

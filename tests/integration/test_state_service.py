@@ -17,7 +17,7 @@ from orchestrator.state.repository import TaskStatsRepository, database_size_byt
 from orchestrator.state.service import StateContext
 from provisioning_common.errors import NotFound
 from tests.integration.test_batch_execution import Harness, make_harness
-from tests.unit.test_batch_model import CONTRACT_BATCH
+from tests.support.contract import CONTRACT_BATCH
 
 
 @pytest.fixture

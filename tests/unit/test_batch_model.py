@@ -12,33 +12,7 @@ from orchestrator.batches.model import DagError, Operation, TaskView
 from orchestrator.batches.schemas import BatchSubmissionSchema
 from provisioning_common.errors import UnprocessableEntity
 from provisioning_common.validation import validate
-
-CONTRACT_BATCH: dict[str, Any] = {
-    "name": "multi_cloud_deployment",
-    "version": "1.0.0",
-    "storage_backend": "surrealdb",
-    "parallel_limit": 5,
-    "rollback_enabled": True,
-    "operations": [
-        {
-            "id": "upcloud_servers",
-            "type": "server_batch",
-            "provider": "upcloud",
-            "dependencies": [],
-            "server_configs": [
-                {"name": "web-01", "plan": "1xCPU-2GB", "zone": "de-fra1"},
-                {"name": "web-02", "plan": "1xCPU-2GB", "zone": "us-nyc1"},
-            ],
-        },
-        {
-            "id": "aws_taskservs",
-            "type": "taskserv_batch",
-            "provider": "aws",
-            "dependencies": ["upcloud_servers"],
-            "taskservs": ["kubernetes", "cilium", "containerd"],
-        },
-    ],
-}
+from tests.support.contract import CONTRACT_BATCH
 
 
 def load(body: dict[str, Any], max_limit: int = 50) -> dict[str, Any]:

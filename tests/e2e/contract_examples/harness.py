@@ -94,35 +94,6 @@ class LiveServices:
     service_client_secret: str
 
 
-# The contract's batch example, verbatim.
-CONTRACT_BATCH: dict[str, Any] = {
-    "name": "multi_cloud_deployment",
-    "version": "1.0.0",
-    "storage_backend": "surrealdb",
-    "parallel_limit": 5,
-    "rollback_enabled": True,
-    "operations": [
-        {
-            "id": "upcloud_servers",
-            "type": "server_batch",
-            "provider": "upcloud",
-            "dependencies": [],
-            "server_configs": [
-                {"name": "web-01", "plan": "1xCPU-2GB", "zone": "de-fra1"},
-                {"name": "web-02", "plan": "1xCPU-2GB", "zone": "us-nyc1"},
-            ],
-        },
-        {
-            "id": "aws_taskservs",
-            "type": "taskserv_batch",
-            "provider": "aws",
-            "dependencies": ["upcloud_servers"],
-            "taskservs": ["kubernetes", "cilium", "containerd"],
-        },
-    ],
-}
-
-
 def from_services(services: Any) -> LiveServices:
     """The shared e2e ``services`` fixture (tests/e2e/conftest.py) seen as URLs and
     the credentials the clients log in with."""
