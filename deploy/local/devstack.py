@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import os
 import secrets
 import shutil
@@ -88,7 +89,11 @@ def ensure_redis() -> str:
 
 
 def ferretdb_binary() -> Path:
-    return CACHE / f"ferretdb-{FERRETDB_VERSION}"
+    """Named by the wrapper's source, so a change to it builds a new binary."""
+    digest = hashlib.sha256()
+    for name in ("go.mod", "go.sum", "main.go"):
+        digest.update((FERRETDB_SRC / name).read_bytes())
+    return CACHE / f"ferretdb-{FERRETDB_VERSION}-{digest.hexdigest()[:12]}"
 
 
 def ensure_mongo() -> tuple[str, str]:
