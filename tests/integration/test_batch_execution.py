@@ -126,7 +126,7 @@ async def make_harness(
     )
     events = EventRepository(db)
     publisher = EventPublisher(events, EventBus(redis))
-    engine = Engine(TaskStore(db), settings, publisher, environ=environ)
+    engine = Engine(TaskStore(db, redis), settings, publisher, environ=environ)
     repo, snapshots, ledger = BatchRepository(db), SnapshotRepository(db), RollbackRepository(db)
     for r in (repo, snapshots, ledger):
         await r.ensure_indexes()

@@ -64,7 +64,8 @@ async def test_collection_created_after_start_gets_id_path_index(
         for kind, sql in _POINT_QUERIES.items():
             params = ('"doc-7"',) if kind != "update" else ("{}", '"doc-7"')
             plan = _plan(con, sql.format(t=table), params)
-            assert "USING INDEX" in plan and "SCAN" not in plan, f"{kind}: {plan}"
+            assert "USING INDEX" in plan, f"{kind}: {plan}"
+            assert "SCAN" not in plan, f"{kind}: {plan}"
     finally:
         con.close()
 

@@ -7,6 +7,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from redis.asyncio import Redis
 
 from orchestrator.engine import Compensation, Engine, EngineSettings, TaskSpec, TaskStore
+from orchestrator.engine.store import queue_entry
 from orchestrator.events import EventPublisher, EventRepository
 from provisioning_common.events import EventBus
 from tests.support.orchestrator import SIMULATOR
@@ -47,7 +49,9 @@ async def make_engine(
     async def make(**overrides: Any) -> Engine:
         env = overrides.pop("environ", ENV)
         publisher = EventPublisher(EventRepository(mongo_db), EventBus(redis_client))
-        engine = Engine(TaskStore(mongo_db), replace(FAST, **overrides), publisher, environ=env)
+        engine = Engine(
+            TaskStore(mongo_db, redis_client), replace(FAST, **overrides), publisher, environ=env
+        )
         await engine.start()
         engines.append(engine)
         return engine
@@ -228,13 +232,19 @@ async def test_output_cap_keeps_tail(tmp_path: Path, make_engine: Callable[..., 
     cli = tmp_path / "noisy"
     cli.write_text("#!/bin/sh\nfor i in $(seq 1 3000); do echo line-$i; done\n")
     cli.chmod(0o755)
-    engine = await make_engine(cli=str(cli), output_max_bytes=1024)
-    doc = await wait_final(engine, await engine.create_task(spec()))
+    engine = await make_engine(cli=str(cli), output_max_bytes=4096)
+    task_id = await engine.create_task(spec())
+    doc = await wait_final(engine, task_id)
     assert doc["status"] == "Completed"
-    assert doc["output"].endswith("line-3000\n")
-    assert "truncated" in doc["output"]
-    assert "line-1\n" not in doc["output"]
-    assert len(doc["output"]) < 1200
+    output = await engine.store.get_output(task_id)
+    assert output is not None
+    assert output.endswith("line-3000\n")
+    assert "truncated" in output
+    assert "line-1\n" not in output
+    assert len(output) < 4200
+    # The task document keeps only a summary (its last KiB), so lists stay small.
+    assert len(doc["output"]) == 1024
+    assert output.endswith(doc["output"])
 
 
 async def test_clean_environment(tmp_path: Path, make_engine: Callable[..., Any]) -> None:
@@ -294,3 +304,65 @@ async def test_lease_takeover_after_owner_stops_heartbeating(
     assert first["status"] == "Lost"
     assert second["status"] == "Completed"
     assert first["ended_at"] <= second["started_at"]
+
+
+async def test_task_shown_running_after_its_final_is_repaired(
+    make_engine: Callable[..., Any],
+) -> None:
+    """The chaos finding: a final record says Completed, the only attempt ended, but a
+    lost write left the document Running and its queue entry in place. The engine
+    restores the invariant (final in its document, gone from the queue) by itself."""
+    engine = await make_engine()
+    task_id = await engine.create_task(spec())
+    doc = await wait_final(engine, task_id)
+    assert doc["status"] == "Completed"
+    store = engine.store
+    long_ago = doc["completed_at"] - timedelta(seconds=60)
+    await store.update_attempt(f"{task_id}:1", {"ended_at": long_ago})
+    await store.tasks.update_one({"_id": task_id}, {"$set": {"status": "Running"}})
+    await store.enqueue([queue_entry(doc)])
+    await store.index.move(task_id, "Running")
+
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        current = await store.get(task_id)
+        queued = await store.queue.find_one({"_id": task_id})
+        if current is not None and current["status"] == "Completed" and queued is None:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError(f"not repaired: {await store.get(task_id)}")
+    assert await store.count(status="Running") == 0
+    assert await store.count(status="Completed") == 1
+    # Nothing ran again: still the one attempt.
+    assert [a["_id"] for a in await store.attempts(task_id)] == [f"{task_id}:1"]
+
+
+async def test_task_running_without_attempt_or_final_goes_back_to_the_queue(
+    make_engine: Callable[..., Any],
+) -> None:
+    """An owner that ended its attempt and died before deciding a retry or the final
+    leaves the task Running with nothing running: it is handed back and run again."""
+    engine = await make_engine()
+    task_id = await engine.create_task(spec())
+    doc = await wait_final(engine, task_id)
+    store = engine.store
+    await store.finals.delete_one({"_id": task_id})
+    await store.update_attempt(
+        f"{task_id}:1",
+        {"status": "Failed", "ended_at": doc["completed_at"] - timedelta(seconds=60)},
+    )
+    await store.tasks.update_one({"_id": task_id}, {"$set": {"status": "Running"}})
+    engine._finals.pop(task_id, None)
+    await store.enqueue([queue_entry(doc)])
+    engine.wake()
+
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        attempts = await store.attempts(task_id)
+        current = await store.get(task_id)
+        if len(attempts) == 2 and current is not None and current["status"] == "Completed":
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError(f"not run again: {await store.get(task_id)}")

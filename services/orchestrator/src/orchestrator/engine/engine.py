@@ -56,8 +56,10 @@ _DOC_FLUSH_SECONDS = 1.0
 _CANCEL_POLL_SECONDS = 0.5
 _MIN_TICK_SECONDS = 0.02
 # A lost task-queue entry (a crash between the task insert and its entry) is
-# re-created by a sweep over ``tasks`` at start-up and then this often.
-_QUEUE_SWEEP_SECONDS = 300.0
+# re-created by a sweep over the indexed unfinished tasks at start-up and then this often.
+_QUEUE_SWEEP_SECONDS = 30.0
+# How often the task index is checked (missing after a Redis restart, or a write failed).
+_INDEX_CHECK_SECONDS = 5.0
 _FINALS_CACHE_MAX = 50_000
 
 
@@ -138,6 +140,7 @@ class Engine:
         self._full_keys: set[str] = set()  # concurrency groups found full this tick
         self._next_takeover_check = 0.0
         self._next_sweep = 0.0
+        self._next_index_check = 0.0
         # Queue entries of tasks this replica finalized, deleted in one go per tick.
         self._dequeue_pending: set[str] = set()
         # Starts in flight (claims and the Running write), in the background so that a
@@ -195,6 +198,7 @@ class Engine:
     # -------------------------------------------------------------- lifecycle
     async def start(self) -> None:
         await self.store.ensure_indexes()
+        await self._check_index()
         if not self.settings.enabled:
             return
         self._loops = [
@@ -360,6 +364,7 @@ class Engine:
         }
         attempts = await self.store.get_attempts(current) if current else {}
         now = utcnow()
+        await self._heal(current, attempts, now)
         for aid, task in current.items():
             att = attempts.get(aid)
             if task["status"] in FINAL_STATUSES and (att is None or att["status"] != RUNNING):
@@ -374,6 +379,38 @@ class Engine:
             if self._stopping or self._free() <= 0:
                 return
             await self._take_over(att)
+
+    async def _heal(
+        self, current: Mapping[str, Document], attempts: Mapping[str, Document], now: datetime
+    ) -> None:
+        """A task shown Running whose current attempt has ended holds a final record
+        (its document write was lost, e.g. to a replica dying or a read-then-overwrite
+        race on FerretDB) or is nobody's: the final record decides. Given the owner a
+        grace of half a lease to write its own end first."""
+        grace = timedelta(seconds=self.settings.lease_seconds / 2)
+        stalled = [
+            task
+            for aid, task in current.items()
+            if task["status"] == RUNNING
+            and (att := attempts.get(aid)) is not None
+            and att["status"] != RUNNING
+            and att.get("ended_at") is not None
+            and as_utc(att["ended_at"]) < now - grace
+        ]
+        if not stalled:
+            return
+        finals = await self.store.get_finals(str(t["_id"]) for t in stalled)
+        for task in stalled:
+            final = finals.get(str(task["_id"]))
+            if final is not None:
+                log.warning("task %s showed Running after its end: repaired", task["_id"])
+                await self._repair(task, final)
+            else:
+                # Its owner ended the attempt and died before deciding what next (a
+                # retry or the final): hand it back; the next attempt is claimed as usual.
+                log.warning("task %s showed Running with no attempt running: requeued", task["_id"])
+                await self.store.update_task(str(task["_id"]), {"status": PENDING})
+                metrics.REPAIRS.inc()
 
     async def _take_over(self, att: Document) -> None:
         if att["_id"] in self.runs:
@@ -812,14 +849,24 @@ class Engine:
     async def _repair(
         self, task: Document, final: Document, extra: Mapping[str, Any] | None = None
     ) -> None:
-        """The final decision is the truth; a late write (Running) is overwritten."""
-        fields = {
-            "status": final["status"],
-            "error": final.get("error"),
-            "completed_at": final.get("completed_at"),
-            **(extra or {}),
-        }
-        await self.store.update_task(str(task["_id"]), fields)
+        """The final decision is the truth: a late write (Running) is overwritten, and
+        the task leaves the queue (the invariant every pass restores: a task with a
+        final record is final in its document and absent from the queue)."""
+        task_id = str(task["_id"])
+        self._finals[task_id] = str(final["status"])
+        if task.get("status") != final["status"] or extra:
+            fields = {
+                "status": final["status"],
+                "error": final.get("error"),
+                "completed_at": final.get("completed_at"),
+                **(extra or {}),
+            }
+            await self.store.update_task(task_id, fields)
+            metrics.REPAIRS.inc()
+        if self._loops:
+            self._dequeue_pending.add(task_id)
+        else:
+            await self.store.dequeue(task_id)
 
     # ----------------------------------------------------------------- events
     @staticmethod
@@ -891,6 +938,9 @@ class Engine:
             await asyncio.sleep(tick)
             now_mono = loop.time()
             try:
+                if now_mono >= self._next_index_check:
+                    self._next_index_check = now_mono + _INDEX_CHECK_SECONDS
+                    await self._check_index()
                 if now_mono >= self._next_sweep:
                     self._next_sweep = now_mono + _QUEUE_SWEEP_SECONDS
                     await self._sweep_queue()
@@ -905,6 +955,13 @@ class Engine:
                 raise
             except Exception:
                 log.exception("engine maintenance failed")
+
+    async def _check_index(self) -> None:
+        try:
+            if await self.store.rebuild_index_if_needed(self.worker_id):
+                self.wake()
+        except Exception as exc:  # Redis away: tried again on the next check
+            log.warning("task index check failed: %s", type(exc).__name__)
 
     async def _sweep_queue(self) -> None:
         """Re-create queue entries of unfinished tasks that have none (a creator that

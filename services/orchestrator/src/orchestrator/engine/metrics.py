@@ -15,3 +15,7 @@ TASK_DURATION = Histogram(
 )
 RUNNING_TASKS = Gauge("orchestrator_running_tasks", "Tasks running on this replica")
 TAKEOVERS = Counter("orchestrator_lease_takeovers", "Attempts taken over after a lease expired")
+REPAIRS = Counter(
+    "orchestrator_task_repairs",
+    "Task documents brought back in line with their final record or handed back to the queue",
+)

@@ -3,7 +3,12 @@
 final status), ``task_slots`` (``_id = <key>:slot:<n>``) and ``task_queue``
 (``_id = <task_id>``: one small, immutable entry per task that is not final yet,
 inserted with the task and deleted once it is final, so the scheduler never scans
-``tasks``, which FerretDB reads in full for any filtered or sorted query).
+``tasks``, which FerretDB reads in full for any filtered or sorted query) and
+``task_outputs`` (``_id = <task_id>``: the kept output tail, so task documents stay
+small; the task document holds only its last ``OUTPUT_SUMMARY_CHARS``).
+
+Listing, filtering and counting tasks go through the :class:`TaskIndex` in Redis
+(``index.py``), which this store keeps in step with every status it writes.
 
 Contested changes are decided by :func:`provisioning_common.mongo.claim`; plain
 updates are only made by the single writer that won the claim (DESIGN §3)."""
@@ -11,23 +16,31 @@ updates are only made by the single writer that won the claim (DESIGN §3)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping, Sequence
+import logging
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
+from redis.asyncio import Redis
 
 from provisioning_common.mongo import Document, IndexSpec, claim, ensure_indexes
 
+from .index import TaskIndex
 from .model import PENDING, RUNNING
 
-TASK_INDEXES = (
-    IndexSpec([("created_at", DESCENDING), ("_id", DESCENDING)], "created_desc"),
-    IndexSpec([("status", ASCENDING), ("created_at", ASCENDING)], "status_created"),
-    IndexSpec([("batch_id", ASCENDING)], "batch"),
-)
+log = logging.getLogger(__name__)
+
+# What lists show of a task's output (the contract's list items carry ``output``); the
+# whole kept tail is in ``task_outputs`` and shown by ``GET /tasks/{id}``.
+OUTPUT_SUMMARY_CHARS = 1024
+_INDEX_FIELDS = {"_id": 1, "status": 1, "created_at": 1, "batch_id": 1}
+
+# Tasks are listed through the Redis index and read by ``_id``; ``created_at`` serves
+# the index rebuild and retention on MongoDB.
+TASK_INDEXES = (IndexSpec([("created_at", ASCENDING)], "created"),)
 ATTEMPT_INDEXES = (
     IndexSpec([("status", ASCENDING), ("lease_expires_at", ASCENDING)], "status_lease"),
     IndexSpec([("task_id", ASCENDING), ("attempt", ASCENDING)], "task_attempt"),
@@ -54,10 +67,20 @@ def _inserted(docs: Sequence[Document], exc: BulkWriteError | None) -> list[str]
     return [str(d["_id"]) for i, d in enumerate(docs) if i not in failed]
 
 
+def output_summary(output: str | None) -> str | None:
+    if output is None or len(output) <= OUTPUT_SUMMARY_CHARS:
+        return output
+    return output[-OUTPUT_SUMMARY_CHARS:]
+
+
 class TaskStore:
-    def __init__(self, db: AsyncDatabase[Document]) -> None:
+    def __init__(
+        self, db: AsyncDatabase[Document], redis: Redis, *, namespace: str | None = None
+    ) -> None:
         self.db = db
+        self.index = TaskIndex(redis, namespace or db.name)
         self.tasks = db["tasks"]
+        self.outputs = db["task_outputs"]
         self.attempts_col = db["task_attempts"]
         self.finals = db["task_finals"]
         self.slots = db["task_slots"]
@@ -78,12 +101,27 @@ class TaskStore:
             return []
         try:
             await self.tasks.insert_many([dict(d) for d in docs], ordered=False)
+            inserted = _inserted(docs, None)
         except BulkWriteError as exc:
-            return _inserted(docs, exc)
-        return _inserted(docs, None)
+            inserted = _inserted(docs, exc)
+        new = set(inserted)
+        await self._mirror(self.index.add([d for d in docs if d["_id"] in new]))
+        return inserted
+
+    async def _mirror(self, write: Any) -> None:
+        """MongoDB has the change already: a failed index write marks the index for a
+        rebuild instead of failing the caller."""
+        try:
+            await write
+        except Exception as exc:
+            log.warning("task index write failed (%s); it will be rebuilt", type(exc).__name__)
 
     async def get(self, task_id: str) -> Document | None:
         return await self.tasks.find_one({"_id": task_id})
+
+    async def get_output(self, task_id: str) -> str | None:
+        doc = await self.outputs.find_one({"_id": task_id})
+        return None if doc is None else doc.get("output")
 
     async def get_many(self, ids: Iterable[str]) -> dict[str, Document]:
         # One point read per id: FerretDB serves an ``_id`` equality from the primary
@@ -116,22 +154,17 @@ class TaskStore:
             await self.queue.delete_many({"_id": {"$in": ids}})
 
     async def unfinished_tasks(self) -> list[Document]:
-        """Pending/Running tasks (queue repair at start-up; a full scan on FerretDB)."""
-        cursor = self.tasks.find(
-            {"status": {"$in": [PENDING, RUNNING]}}, {k: 1 for k in _QUEUE_FIELDS}
-        )
-        return [d async for d in cursor]
+        """Pending/Running tasks (queue repair): found through the index, confirmed by
+        point reads, so the cost follows the work in flight, not the history."""
+        docs = await self.get_many(await self.indexed_unfinished())
+        return [
+            {"_id": d["_id"], **{k: d.get(k) for k in _QUEUE_FIELDS}}
+            for d in docs.values()
+            if d["status"] in (PENDING, RUNNING)
+        ]
 
     async def queued_ids(self) -> set[str]:
         return {d["_id"] async for d in self.queue.find({}, {"_id": 1})}
-
-    def _filter(self, status: str | None, batch_id: str | None) -> Document:
-        query: Document = {}
-        if status is not None:
-            query["status"] = status
-        if batch_id is not None:
-            query["batch_id"] = batch_id
-        return query
 
     async def list_tasks(
         self,
@@ -141,25 +174,81 @@ class TaskStore:
         limit: int = 50,
         offset: int = 0,
     ) -> list[Document]:
-        cursor = (
-            self.tasks.find(self._filter(status, batch_id))
-            .sort([("created_at", DESCENDING), ("_id", DESCENDING)])
-            .skip(offset)
-            .limit(limit)
-        )
-        return [d async for d in cursor]
+        """Newest first: a page of ids from the index, then one point read each."""
+        if batch_id is not None:
+            docs = await self.find_by_batch(batch_id)
+            docs = [d for d in reversed(docs) if status is None or d["status"] == status]
+            return docs[offset : offset + limit]
+        key = self.index.key(status=status)
+        ids = await self.index.page(key, offset, limit)
+        found = await self.get_many(ids)
+        stale = [i for i in ids if i not in found]
+        if stale:
+            await self._mirror(self.index.forget(stale))
+        out: list[Document] = []
+        for task_id in ids:
+            doc = found.get(task_id)
+            if doc is None:
+                continue
+            if status is not None and doc["status"] != status:
+                # The document is the truth: put the entry where it belongs.
+                await self._mirror(self.index.move(task_id, str(doc["status"])))
+                continue
+            out.append(doc)
+        return out
 
     async def count(self, *, status: str | None = None, batch_id: str | None = None) -> int:
-        query = self._filter(status, batch_id)
-        if not query:
-            return await self.tasks.estimated_document_count()
-        return await self.tasks.count_documents(query)
+        if batch_id is not None:
+            docs = await self.find_by_batch(batch_id)
+            return sum(1 for d in docs if status is None or d["status"] == status)
+        return await self.index.count(self.index.key(status=status))
+
+    async def status_counts(self, *, standalone: bool = False) -> dict[str, int]:
+        return await self.index.counts(standalone=standalone)
+
+    async def recent(self, status: str, limit: int) -> list[Document]:
+        """The newest ``limit`` tasks with ``status`` (a bounded page)."""
+        return await self.list_tasks(status=status, limit=limit)
 
     async def find_by_batch(self, batch_id: str) -> list[Document]:
-        return [d async for d in self.tasks.find({"batch_id": batch_id}).sort("created_at", 1)]
+        """A batch's tasks, oldest first (a batch's size is bounded)."""
+        raw = await self.index.redis.zrange(self.index.batch_key(batch_id), 0, -1)
+        ids = [r.decode() if isinstance(r, bytes) else str(r) for r in raw]
+        found = await self.get_many(ids)
+        return [found[i] for i in ids if i in found]
 
     async def update_task(self, task_id: str, fields: Mapping[str, Any]) -> None:
-        await self.tasks.update_one({"_id": task_id}, {"$set": dict(fields)})
+        changes = dict(fields)
+        if "output" in changes:
+            output = changes["output"]
+            await self.outputs.update_one(
+                {"_id": task_id}, {"$set": {"output": output}}, upsert=True
+            )
+            changes["output"] = output_summary(output)
+        await self.tasks.update_one({"_id": task_id}, {"$set": changes})
+        if "status" in changes:
+            await self._mirror(self.index.move(task_id, str(changes["status"])))
+
+    # ------------------------------------------------------------- the index
+    async def rebuild_index_if_needed(self, worker_id: str) -> bool:
+        """Rebuild the task index from MongoDB when it is missing or a write to it
+        failed (a full read of ``tasks``: rare, off the hot path)."""
+        if not await self.index.needs_rebuild():
+            return False
+        return await self.index.rebuild(self._index_source(), worker_id)
+
+    async def _index_source(self) -> AsyncIterator[Document]:
+        async for doc in self.tasks.find({}, _INDEX_FIELDS):
+            yield doc
+
+    async def indexed_unfinished(self) -> list[str]:
+        """Ids the index holds as Pending or Running (bounded by in-flight work)."""
+        ids: list[str] = []
+        for status in (PENDING, RUNNING):
+            key = self.index.key(status=status)
+            raw = await self.index.redis.zrange(key, 0, -1)
+            ids.extend(r.decode() if isinstance(r, bytes) else str(r) for r in raw)
+        return ids
 
     async def increment_released(self, task_id: str) -> None:
         # Only the attempt owner hands its task back, so this has one writer.

@@ -11,6 +11,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from provisioning_common.mongo import Document, IndexSpec, claim, ensure_indexes
 
+from ..engine import TaskStore
+
 SNAPSHOTS = "state_snapshots"
 
 
@@ -79,12 +81,12 @@ async def ping(db: AsyncDatabase[Document]) -> None:
 
 
 class TaskStatsRepository:
-    """Read-only statistics over the engine's ``tasks`` collection (the engine's
-    store owns its writes). Durations are computed in Python from a bounded
-    sample: ``$avg`` and date arithmetic in ``$group`` are not portable (§3)."""
+    """Read-only statistics over the engine's tasks, through its store: counts come
+    from the maintained task index, durations from a bounded page of the newest
+    Completed tasks (never an aggregate over history; DESIGN §3)."""
 
-    def __init__(self, db: AsyncDatabase[Document]) -> None:
-        self.tasks = db["tasks"]
+    def __init__(self, store: TaskStore) -> None:
+        self.store = store
 
     async def recent_durations(
         self,
@@ -93,35 +95,25 @@ class TaskStatsRepository:
         limit: int = 50,
         standalone: bool = False,
     ) -> list[float]:
-        query: dict[str, Any] = {
-            "status": "Completed",
-            "started_at": {"$ne": None},
-            "completed_at": {"$ne": None},
-        }
-        if kind is not None:
-            query["kind"] = kind
-        if standalone:
-            query["batch_id"] = None
-        cursor = (
-            self.tasks.find(query, {"started_at": 1, "completed_at": 1})
-            .sort([("completed_at", -1)])
-            .limit(limit)
-        )
-        out = []
-        async for doc in cursor:
-            seconds = (doc["completed_at"] - doc["started_at"]).total_seconds()
-            out.append(max(0.0, seconds))
+        # A kind filter looks a little further back for enough samples, still bounded.
+        wanted = limit if kind is None else min(limit * 4, 400)
+        key = self.store.index.key(status="Completed", standalone=standalone)
+        ids = await self.store.index.page(key, 0, wanted)
+        docs = await self.store.get_many(ids)
+        out: list[float] = []
+        for task_id in ids:
+            doc = docs.get(task_id)
+            if doc is None or (kind is not None and doc.get("kind") != kind):
+                continue
+            started, completed = doc.get("started_at"), doc.get("completed_at")
+            if started is None or completed is None:
+                continue
+            out.append(max(0.0, (completed - started).total_seconds()))
+            if len(out) >= limit:
+                break
         return out
 
     async def standalone_counts(self) -> dict[str, int]:
         """Tasks that are workflows of their own (not part of a batch), by status."""
-        out: dict[str, int] = {}
-        cursor = await self.tasks.aggregate(
-            [
-                {"$match": {"batch_id": None}},
-                {"$group": {"_id": "$status", "n": {"$sum": 1}}},
-            ]
-        )
-        async for row in cursor:
-            out[str(row["_id"])] = int(row["n"])
-        return out
+        counts = await self.store.status_counts(standalone=True)
+        return {status: n for status, n in counts.items() if n}

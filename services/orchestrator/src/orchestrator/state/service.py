@@ -142,7 +142,7 @@ async def health(ctx: StateContext) -> dict[str, Any]:
 async def statistics(ctx: StateContext) -> dict[str, Any]:
     counts = await _workflow_counts(ctx)
     size = await ctx.database_size()
-    durations = await ctx.stats.recent_durations(limit=1000, standalone=True)
+    durations = await ctx.stats.recent_durations(limit=200, standalone=True)
     batch_durations = [
         (b["completed_at"] - b["started_at"]).total_seconds()
         for b in await ctx.batches.recent_finished(limit=1000)

@@ -39,7 +39,7 @@ def setup(app: web.Application) -> None:
             batches=batch_ctx.repo,
             store=batch_ctx.engine.store,
             snapshots=batch_ctx.snapshots,
-            stats=TaskStatsRepository(db),
+            stats=TaskStatsRepository(batch_ctx.engine.store),
             storage_probe=storage,
             coordinator_probe=coordinator.healthy,
             monitoring_probe=monitoring,

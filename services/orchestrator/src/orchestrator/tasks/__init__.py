@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from provisioning_common.config import EnvReader
-from provisioning_common.webapp import DATABASE
+from provisioning_common.webapp import DATABASE, REDIS
 
 from ..engine import Engine, EngineSettings, TaskStore
 from ..events import PUBLISHER
@@ -29,7 +29,7 @@ def setup(app: web.Application) -> None:
     app.router.add_routes(routes)
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        engine = Engine(TaskStore(app[DATABASE]), settings, app[PUBLISHER])
+        engine = Engine(TaskStore(app[DATABASE], app[REDIS]), settings, app[PUBLISHER])
         app[ENGINE] = engine
         await engine.start()
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 from aiohttp import web
@@ -54,10 +55,12 @@ async def list_tasks(request: web.Request) -> web.Response:
 @api_doc(summary="Get a task", tags=["tasks"], response=TaskView)
 async def get_task(request: web.Request) -> web.Response:
     task_id = await _task_id(request, "read")
-    doc = await request.app[ENGINE].store.get(task_id)
+    store = request.app[ENGINE].store
+    doc, output = await asyncio.gather(store.get(task_id), store.get_output(task_id))
     if doc is None:
         raise NotFound("Task not found")
-    return ok(task_view(doc))
+    # The document holds a summary; the whole kept tail lives beside it.
+    return ok(task_view({**doc, "output": output if output is not None else doc.get("output")}))
 
 
 @routes.get("/tasks/{id}/attempts")
