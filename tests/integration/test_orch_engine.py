@@ -252,8 +252,12 @@ async def test_clean_environment(tmp_path: Path, make_engine: Callable[..., Any]
     cli.write_text("#!/bin/sh\nenv\n")
     cli.chmod(0o755)
     engine = await make_engine(cli=str(cli))
-    doc = await wait_final(engine, await engine.create_task(spec()))
+    task_id = await engine.create_task(spec())
+    doc = await wait_final(engine, task_id)
     assert "PROVISIONING_SIM_DURATION=0.05" in doc["output"]
+    # The CLI learns which task and attempt it runs (docs/cli-contract.md).
+    assert f"PROVISIONING_TASK_ID={task_id}\n" in doc["output"]
+    assert "PROVISIONING_ATTEMPT=1\n" in doc["output"]
     assert "MONGODB_URL" not in doc["output"]
 
 

@@ -39,6 +39,18 @@ async def db_down(request: web.Request) -> web.Response:
     raise ServerSelectionTimeoutError("127.0.0.1:1: connection refused")
 
 
+async def db_busy(request: web.Request) -> web.Response:
+    from pymongo.errors import OperationFailure
+
+    raise OperationFailure("sqlite: step: database is locked (5) (SQLITE_BUSY)", code=1)
+
+
+async def db_bug(request: web.Request) -> web.Response:
+    from pymongo.errors import OperationFailure
+
+    raise OperationFailure("unknown operator: $frobnicate", code=2)
+
+
 async def conflict(request: web.Request) -> web.Response:
     raise Conflict("Already exists")
 
@@ -61,6 +73,8 @@ async def client() -> AsyncIterator[TestClient[web.Request, web.Application]]:
     app.router.add_get("/boom", boom)
     app.router.add_get("/conflict", conflict)
     app.router.add_get("/db-down", db_down)
+    app.router.add_get("/db-busy", db_busy)
+    app.router.add_get("/db-bug", db_bug)
     app.router.add_get("/limited", limited)
     async with TestClient(TestServer(app)) as test_client:
         yield test_client
@@ -196,3 +210,15 @@ async def test_unreachable_dependency_is_503(
     body = await resp.json()
     assert body == {"success": False, "error": "Service temporarily unavailable"}
     assert resp.headers["Retry-After"] == "5"
+
+
+async def test_busy_store_is_503_and_a_store_bug_is_500(
+    client: TestClient[web.Request, web.Application],
+) -> None:
+    busy = await client.get("/db-busy")
+    assert busy.status == 503
+    assert busy.headers["Retry-After"] == "5"
+    assert await busy.json() == {"success": False, "error": "Service temporarily unavailable"}
+    bug = await client.get("/db-bug")
+    assert bug.status == 500
+    assert await bug.json() == {"success": False, "error": "Internal server error"}

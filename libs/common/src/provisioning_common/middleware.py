@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-from pymongo.errors import ConnectionFailure
+from pymongo.errors import ConnectionFailure, PyMongoError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -27,6 +27,17 @@ log = logging.getLogger(__name__)
 access_log = logging.getLogger("provisioning.access")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# A store that is busy rather than broken: FerretDB's SQLite backend reports a writer
+# that waited out its busy timeout this way. The request may be retried.
+_BUSY_STORE = ("database is locked", "SQLITE_BUSY")
+
+
+def _store_unavailable(exc: PyMongoError) -> bool:
+    return (
+        isinstance(exc, ConnectionFailure)
+        or exc.timeout
+        or any(marker in str(exc) for marker in _BUSY_STORE)
+    )
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _HTTP_MESSAGES = {
     400: "Bad request",
@@ -87,10 +98,19 @@ async def _enveloped(request: web.Request, handler: Handler) -> web.StreamRespon
         message = _HTTP_MESSAGES.get(exc.status, exc.reason)
         headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
         return error_response(exc.status, message, headers=headers)
-    except (ConnectionFailure, RedisConnectionError, RedisTimeoutError) as exc:
-        # A dependency is down: the client may retry, so say so instead of a 500.
-        log.warning("dependency unavailable: %s", type(exc).__name__, extra={"path": request.path})
-        return error_response(503, "Service temporarily unavailable", headers={"Retry-After": "5"})
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        return _unavailable(request, exc)
+    except PyMongoError as exc:
+        if not _store_unavailable(exc):
+            log.exception("unhandled error", extra={"path": request.path})
+            return error_response(500, "Internal server error")
+        return _unavailable(request, exc)
     except Exception:
         log.exception("unhandled error", extra={"path": request.path})
         return error_response(500, "Internal server error")
+
+
+def _unavailable(request: web.Request, exc: Exception) -> web.Response:
+    """A dependency is down or busy: the client may retry, so say so instead of a 500."""
+    log.warning("dependency unavailable: %s", type(exc).__name__, extra={"path": request.path})
+    return error_response(503, "Service temporarily unavailable", headers={"Retry-After": "5"})

@@ -674,7 +674,13 @@ class Engine:
         try:
             result = await run_process(
                 argv,
-                env=self._child_env,
+                # At-least-once: a task may run again when its replica dies between the
+                # CLI's exit and the recorded end; these let the CLI make that harmless.
+                env={
+                    **self._child_env,
+                    "PROVISIONING_TASK_ID": run.task_id,
+                    "PROVISIONING_ATTEMPT": str(run.attempt),
+                },
                 timeout=float(task["timeout_seconds"]),
                 kill_grace=self.settings.kill_grace_seconds,
                 stop=run.stop,
