@@ -230,6 +230,15 @@ async def test_contract_batch_completes_in_dependency_order(
     entries, total = await harness.rollback.repo.list_ledger(0, 50)
     assert total == 5
     assert entries[0]["compensation"]["subcommand"][1] == "delete"
+    await wait_inactive(harness, batch_id)
+
+
+async def wait_inactive(h: Harness, batch_id: str, timeout: float = 10.0) -> None:
+    """A finished batch leaves ``batches_active``, which the coordinator polls."""
+    deadline = time.monotonic() + timeout
+    while batch_id in await h.batch.repo.active_set_ids():
+        assert time.monotonic() < deadline, f"batch {batch_id} still marked active"
+        await asyncio.sleep(0.05)
 
 
 async def test_parallel_limit_bounds_overlap(
@@ -344,6 +353,8 @@ async def test_failure_cancels_dependents_and_rolls_back_newest_first(
         assert kinds == ["RollbackStarted", "RollbackCompleted"]
         entries = await h.rollback.repo.ledger_entries(doc["rollback"]["compensates"])
         assert all(e["compensated_by"] == doc["rollback"]["rollback_id"] for e in entries)
+        # Only once its rollback is done does the batch leave the coordinator's set.
+        await wait_inactive(h, batch_id)
     finally:
         for s in stoppables:
             await s.stop()

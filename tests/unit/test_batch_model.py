@@ -123,3 +123,22 @@ def test_large_random_dag_waves() -> None:
     level = {op: n for n, wave in enumerate(waves) for op in wave}
     for op in ops:
         assert all(level[d] < level[op.id] for d in op.dependencies)
+
+
+@pytest.mark.parametrize(
+    ("batch", "active"),
+    [
+        ({"status": "Running"}, True),
+        ({"status": "Completed", "rollback": None}, False),
+        ({"status": "Failed", "rollback_enabled": True, "rollback": None}, True),
+        ({"status": "Failed", "rollback_enabled": False, "rollback": None}, False),
+        ({"status": "Failed", "rollback_enabled": True, "rollback": {"status": "Running"}}, True),
+        (
+            {"status": "Failed", "rollback_enabled": True, "rollback": {"status": "Completed"}},
+            False,
+        ),
+        ({"status": "Cancelled", "rollback": None}, False),
+    ],
+)
+def test_needs_coordinator(batch: dict[str, Any], active: bool) -> None:
+    assert model.needs_coordinator(batch) is active

@@ -13,6 +13,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from .model import needs_coordinator
 from .service import PURPOSE_RUN, BatchContext, ledger_entry, reconcile
 
 log = logging.getLogger(__name__)
@@ -65,13 +66,23 @@ class BatchCoordinator:
             return False
         return time.monotonic() - self.last_tick <= max(5.0, 3 * self.interval)
 
+    async def _mark_active(self) -> None:
+        """Once at start: mark batches active by their document whose creator died
+        before marking them (a full read, never repeated)."""
+        for batch_id in await self.ctx.repo.active_ids():
+            await self.ctx.repo.activate(batch_id)
+
     async def _run(self) -> None:
         next_full = 0.0
+        marked = False
         while True:
             try:
                 now = time.monotonic()
+                if not marked:
+                    await self._mark_active()
+                    marked = True
                 if now >= next_full:
-                    self._dirty.update(await self.ctx.repo.active_ids())
+                    self._dirty.update(await self.ctx.repo.active_set_ids())
                     self.last_tick = now
                     self.last_error = None
                     next_full = now + self.interval
@@ -99,6 +110,9 @@ class BatchCoordinator:
         started = time.monotonic()
         try:
             await reconcile(self.ctx, batch_id)
+            batch = await self.ctx.repo.get(batch_id)
+            if batch is None or not needs_coordinator(batch):
+                await self.ctx.repo.deactivate(batch_id)
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -349,3 +349,16 @@ def batch_status(op_statuses: Sequence[str], cancel_requested: bool) -> str:
     if any(s != PENDING for s in op_statuses):
         return RUNNING
     return PENDING
+
+
+def needs_coordinator(batch: Mapping[str, Any]) -> bool:
+    """Unfinished, or finished with an automatic rollback still to start or finish
+    (the same test ``BatchRepository.active_ids`` makes in MongoDB)."""
+    rollback = batch.get("rollback")
+    if batch.get("status") not in FINISHED:
+        return True
+    if isinstance(rollback, Mapping) and rollback.get("status") in ("Pending", "Running"):
+        return True
+    return bool(
+        batch.get("status") == FAILED and batch.get("rollback_enabled") and rollback is None
+    )

@@ -1,4 +1,7 @@
-"""The only code that touches the ``batches`` and ``batch_claims`` collections."""
+"""The only code that touches the ``batches``, ``batch_claims`` and ``batches_active``
+collections. ``batches_active`` (``_id`` = batch id) holds the batches the coordinator
+still looks after, so its passes read a collection bounded by work in flight instead
+of every batch ever submitted (DESIGN §3 cost rule)."""
 
 from __future__ import annotations
 
@@ -14,25 +17,8 @@ from provisioning_common.mongo import Document, IndexSpec, claim, ensure_indexes
 from .model import FINISHED
 
 BATCHES = "batches"
-TASKS = "tasks"  # the engine's; read here with a projection, never written
-_TASK_FIELDS = {
-    "status": 1,
-    "progress": 1,
-    "current_step": 1,
-    "error": 1,
-    "name": 1,
-    "kind": 1,
-    "operation_id": 1,
-    "batch_id": 1,
-    "command": 1,
-    "args": 1,
-    "compensation": 1,
-    "metadata": 1,
-    "created_at": 1,
-    "started_at": 1,
-    "completed_at": 1,
-}
 CLAIMS = "batch_claims"
+ACTIVE = "batches_active"
 # A failed batch whose automatic rollback is not (or no longer) on its document:
 # not started yet, or its record was lost to a concurrent update (DESIGN §3).
 _ROLLBACK_UNRECORDED = {"status": "Failed", "rollback_enabled": True, "rollback": None}
@@ -43,6 +29,7 @@ class BatchRepository:
         self.db = db
         self.batches = db[BATCHES]
         self.claims = db[CLAIMS]
+        self.active_set = db[ACTIVE]
 
     async def ensure_indexes(self) -> None:
         await ensure_indexes(
@@ -54,13 +41,19 @@ class BatchRepository:
             ],
         )
 
-    async def task_states(self, batch_id: str) -> list[Document]:
-        """The batch's tasks without their output (which may be large)."""
-        cursor = self.db[TASKS].find({"batch_id": batch_id}, _TASK_FIELDS)
-        return [doc async for doc in cursor]
-
     async def insert(self, doc: Mapping[str, Any]) -> None:
         await self.batches.insert_one(dict(doc))
+        await self.activate(str(doc["_id"]))
+
+    async def activate(self, batch_id: str) -> None:
+        await claim(self.active_set, {"_id": batch_id})
+
+    async def deactivate(self, batch_id: str) -> None:
+        await self.active_set.delete_one({"_id": batch_id})
+
+    async def active_set_ids(self) -> list[str]:
+        """What the coordinator polls: a collection bounded by batches in flight."""
+        return [str(d["_id"]) async for d in self.active_set.find({}, {"_id": 1})]
 
     async def get(self, batch_id: str) -> Document | None:
         return await self.batches.find_one({"_id": batch_id})
@@ -93,6 +86,8 @@ class BatchRepository:
         return [doc async for doc in cursor]
 
     async def active_ids(self) -> list[str]:
+        """Every batch that is active by its document (a full read of ``batches``: only
+        at start-up, to mark a batch whose creator died before marking it)."""
         cursor = self.batches.find(
             {
                 "$or": [

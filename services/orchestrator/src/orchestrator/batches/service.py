@@ -307,7 +307,7 @@ async def reconcile(ctx: BatchContext, batch_id: str) -> None:
     batch = await ctx.repo.get(batch_id)
     if batch is None:
         return
-    task_list = await ctx.repo.task_states(batch_id)
+    task_list = await batch_tasks(ctx.engine.store, batch_id)
     tasks = {str(t["_id"]): t for t in task_list}
     now = utcnow()
     # The cancel claim is the truth: a concurrent update can undo the flag (DESIGN §3).

@@ -48,7 +48,7 @@ async def progress(ctx: StateContext, workflow_id: str) -> dict[str, Any]:
     now = utcnow()
     batch = await ctx.batches.get(workflow_id)
     if batch is not None:
-        tasks = await ctx.batches.task_states(workflow_id)
+        tasks = await ctx.store.find_by_batch(workflow_id)
         kinds = {
             str(t.get("kind")) for t in tasks if t.get("kind") and t["status"] not in model.FINISHED
         }
