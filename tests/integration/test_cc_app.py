@@ -391,6 +391,100 @@ async def test_audit_search_filters_and_idempotent_ingest(make_client: Factory) 
     assert data[0]["result"] == "success"
 
 
+async def service_token(client: TestClient[Any, Any]) -> str:
+    resp = await client.post(
+        "/auth/token",
+        json={
+            "grant_type": "client_credentials",
+            "client_id": "orchestrator",
+            "client_secret": TEST_ENV["SERVICE_CLIENTS"].split(":", 1)[1],
+        },
+    )
+    assert resp.status == 200, await resp.text()
+    return str((await resp.json())["data"]["access_token"])
+
+
+def audit_event(i: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "id": f"batch-{i}",
+        "timestamp": "2026-02-01T10:00:00Z",
+        "user_id": "user-b",
+        "action": "batch.test",
+        "resource": f"servers/b-{i}",
+        "result": "success",
+        "details": {"n": i, "token": "secret-value"},
+        **extra,
+    }
+
+
+async def test_audit_batch_ingest_is_idempotent_and_validated(make_client: Factory) -> None:
+    client = await make_client()
+    admin = (await login(client))["token"]
+    svc = await service_token(client)
+    events = [audit_event(i) for i in range(300)]
+
+    resp = await client.post("/audit/events", headers=bearer(svc), json={"events": events})
+    assert resp.status == 201, await resp.text()
+    data = (await resp.json())["data"]
+    assert (data["stored"], data["duplicates"]) == (300, 0)
+    assert data["results"][0] == {"id": "batch-0", "duplicate": False}
+    assert [r["id"] for r in data["results"]] == [e["id"] for e in events]
+
+    # The same batch again (a retry after a lost answer): nothing stored twice.
+    again = await client.post("/audit/events", headers=bearer(svc), json={"events": events})
+    assert again.status == 200, await again.text()
+    data = (await again.json())["data"]
+    assert (data["stored"], data["duplicates"]) == (0, 300)
+    assert all(r["duplicate"] for r in data["results"])
+
+    # Partly new, one id twice in the batch; the single form sees batch ids too.
+    mixed = [events[0], audit_event(300), audit_event(300)]
+    resp = await client.post("/audit/events", headers=bearer(svc), json={"events": mixed})
+    assert resp.status == 201, await resp.text()
+    assert [r["duplicate"] for r in (await resp.json())["data"]["results"]] == [True, False, True]
+    single = await client.post("/audit/events", headers=bearer(svc), json=audit_event(7))
+    assert single.status == 200
+    assert (await single.json())["data"] == {"id": "batch-7", "duplicate": True}
+
+    logs = await client.get(
+        "/audit/logs", params={"action": "batch.test", "limit": "1000"}, headers=bearer(admin)
+    )
+    assert logs.status == 200
+    assert logs.headers["X-Total-Count"] == "301"
+    entry = next(e for e in (await logs.json())["data"] if e["id"] == "batch-5")
+    assert entry["details"] == {"n": 5, "token": "[redacted]"}
+    assert entry["resource"] == "servers/b-5"
+
+    # Bad input: the error envelope with field details, nothing stored.
+    bad_bodies: list[Any] = [
+        {"events": []},
+        {"events": [audit_event(i + 1000) for i in range(501)]},
+        {"events": "not-a-list"},
+        {"events": [audit_event(400), audit_event(401, timestamp="yesterday")]},
+        {"events": [audit_event(402)], "id": "x"},
+        {"events": [{**audit_event(403), "extra": 1}]},
+    ]
+    for body in bad_bodies:
+        resp = await client.post("/audit/events", headers=bearer(svc), json=body)
+        assert resp.status == 422, (body if len(str(body)) < 300 else "large", await resp.text())
+        payload = await resp.json()
+        assert payload["success"] is False
+        assert isinstance(payload["error"], str)
+        assert "events" in payload["details"] or "id" in payload["details"], payload
+    # Only a service token may ingest, batch or not (a user's token is the wrong type).
+    refresh = (await login(client))["refresh_token"]
+    for headers, status in ((bearer(admin), 401), (bearer(refresh), 401), ({}, 401)):
+        resp = await client.post(
+            "/audit/events", headers=headers, json={"events": [audit_event(500)]}
+        )
+        assert resp.status == status, await resp.text()
+        assert (await resp.json())["success"] is False
+    logs = await client.get(
+        "/audit/logs", params={"action": "batch.test", "limit": "1"}, headers=bearer(admin)
+    )
+    assert logs.headers["X-Total-Count"] == "301"
+
+
 async def test_seeding_and_bootstrap_are_race_free(make_client: Factory) -> None:
     client = await make_client()
     ctx = ctx_of(client)

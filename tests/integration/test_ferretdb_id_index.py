@@ -15,9 +15,9 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 # The statements FerretDB v1.24's SQLite backend issues for an exact ``{_id: v}``.
 _POINT_QUERIES = {
-    "read": 'SELECT _ferretdb_sjson FROM "{t}" WHERE _ferretdb_sjson->\'$._id\' = ?',
-    "update": 'UPDATE "{t}" SET _ferretdb_sjson = ? WHERE _ferretdb_sjson->\'$._id\' = ?',
-    "delete": 'DELETE FROM "{t}" WHERE _ferretdb_sjson->\'$._id\' = ?',
+    "read": "SELECT _ferretdb_sjson FROM \"{t}\" WHERE _ferretdb_sjson->'$._id' = ?",
+    "update": "UPDATE \"{t}\" SET _ferretdb_sjson = ? WHERE _ferretdb_sjson->'$._id' = ?",
+    "delete": "DELETE FROM \"{t}\" WHERE _ferretdb_sjson->'$._id' = ?",
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import time
 from collections.abc import AsyncIterator, Callable
@@ -17,9 +18,13 @@ from pymongo.asynchronous.database import AsyncDatabase
 from redis.asyncio import Redis
 
 from orchestrator.engine import Compensation, Engine, EngineSettings, TaskSpec, TaskStore
+from orchestrator.engine.model import new_task_id, task_document
 from orchestrator.engine.store import queue_entry
 from orchestrator.events import EventPublisher, EventRepository
+from orchestrator.workflows.repository import IdempotencyRepository
+from orchestrator.workflows.service import body_hash, submit
 from provisioning_common.events import EventBus
+from provisioning_common.timeutil import utcnow
 from tests.support.orchestrator import SIMULATOR
 
 FAST = EngineSettings(
@@ -370,3 +375,39 @@ async def test_task_running_without_attempt_or_final_goes_back_to_the_queue(
         await asyncio.sleep(0.05)
     else:
         raise AssertionError(f"not run again: {await store.get(task_id)}")
+
+
+async def test_task_created_without_queue_entry_is_found_by_the_sweep(
+    make_engine: Callable[..., Any],
+) -> None:
+    """A creator that died between inserting the task and its queue entry: the task is
+    indexed (before the insert), so the sweep over the index queues and runs it."""
+    engine = await make_engine()
+    await engine._sweep_queue()  # the first sweep (a full read) is behind us
+    doc = task_document(spec(), engine.defaults, utcnow())
+    await engine.store.insert_tasks([doc])  # indexed and stored, never queued
+    await engine._sweep_queue()
+    done = await wait_final(engine, str(doc["_id"]))
+    assert done["status"] == "Completed"
+
+
+async def test_idempotent_retry_creates_the_task_a_dead_first_request_claimed(
+    make_engine: Callable[..., Any], mongo_db: AsyncDatabase[dict[str, Any]]
+) -> None:
+    """The first request claimed its Idempotency-Key and died before creating the task:
+    the retry returns the same id and the task exists and runs."""
+    engine = await make_engine()
+    keys = IdempotencyRepository(mongo_db)
+    body = {"infra": "prod", "settings": "c.k"}
+    common = {"path": "/workflows/servers/create", "body": body, "user": "u-1"}
+    # What the dead request left: the key, pointing at a task that was never inserted.
+    key_id = hashlib.sha256(b"u-1\x00key-1").hexdigest()
+    orphan = new_task_id()
+    assert await keys.claim(key_id, body_hash(common["path"], body), orphan)
+
+    task_id = await submit(engine, keys, spec(), idempotency_key="key-1", **common)
+    assert task_id == orphan
+    assert (await wait_final(engine, task_id))["status"] == "Completed"
+    # A further retry returns it again and creates nothing more.
+    assert await submit(engine, keys, spec(), idempotency_key="key-1", **common) == orphan
+    assert await engine.store.count() == 1

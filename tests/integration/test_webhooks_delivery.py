@@ -1,12 +1,14 @@
-"""Webhook deliveries end to end on the real stack: stored orchestrator events →
-outbox (MongoDB) → signed POSTs to a real local HTTP receiver that verifies them
-with the shared helper; retries, attempts recorded, redirects not followed,
-exactly once across replicas, redelivery, lease takeover."""
+"""Webhook deliveries end to end on the real stack: orchestrator events published
+through the real ``EventPublisher`` → ``event_inbox`` → outbox (MongoDB) → signed
+POSTs to a real local HTTP receiver that verifies them with the shared helper;
+retries, attempts recorded, redirects not followed, exactly once across replicas,
+redelivery, lease takeover; the scan never reads ``events``."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -16,14 +18,17 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from pymongo.asynchronous.database import AsyncDatabase
+from redis.asyncio import Redis
 
-from orchestrator.events.publisher import new_event_id
+from orchestrator.events.publisher import EventPublisher
 from orchestrator.events.repository import EventRepository
 from orchestrator.webhooks.config import WebhookSettings
-from orchestrator.webhooks.repository import CursorRepository
+from orchestrator.webhooks.model import SOURCE_EVENT_TYPES
 from orchestrator.webhooks.service import WebhookService
-from provisioning_common.envelope import format_timestamp
+from provisioning_common.events import EventBus
+from provisioning_common.mongo import open_client
 from provisioning_common.outbox import AttemptResult, Outbox, OutboxItem, RetryPolicy
+from provisioning_common.storage_rules import ORCHESTRATOR_BOUNDED
 from provisioning_common.timeutil import utcnow
 from provisioning_common.webhooks import (
     DELIVERY_HEADER,
@@ -32,6 +37,7 @@ from provisioning_common.webhooks import (
     verify_payload_signature,
     verify_request,
 )
+from tests.support.command_guard import CommandGuard
 
 Db = AsyncDatabase[dict[str, Any]]
 SECRET = "receiver-secret-1"
@@ -121,23 +127,29 @@ def make_service(db: Db, settings: WebhookSettings) -> WebhookService:
     async def lookup(task_id: str) -> dict[str, Any]:
         return {"name": f"task-{task_id}", "output": "Task completed successfully"}
 
-    return WebhookService(
-        settings, db, EventRepository(db), CursorRepository(db), task_lookup=lookup
-    )
+    return WebhookService(settings, db, EventRepository(db), task_lookup=lookup)
 
 
-async def store_event(db: Db, event_type: str, data: dict[str, Any]) -> str:
-    event_id = new_event_id()
-    await EventRepository(db).insert(
-        {
-            "id": event_id,
-            "event_type": event_type,
-            "timestamp": format_timestamp(utcnow()),
-            "data": data,
-            "metadata": dict(data),
-        }
-    )
-    return event_id
+@pytest.fixture
+def publisher(mongo_db: Db, redis_client: Redis) -> EventPublisher:
+    """The real publisher, routing the webhook source event types to the inbox (as
+    ``webhooks.setup`` does, with the types rather than one service's endpoints)."""
+    return routed_publisher(mongo_db, redis_client)
+
+
+def routed_publisher(db: Db, redis: Redis) -> EventPublisher:
+    publisher = EventPublisher(EventRepository(db), EventBus(redis))
+    publisher.route_to_inbox(lambda event_type, data: event_type in SOURCE_EVENT_TYPES)
+    return publisher
+
+
+async def store_event(publisher: EventPublisher, event_type: str, data: dict[str, Any]) -> str:
+    event = await publisher.publish(event_type, data, dict(data))
+    return event.id
+
+
+async def inbox_ids(db: Db) -> list[str]:
+    return [str(d["_id"]) async for d in db["event_inbox"].find({})]
 
 
 async def wait_for(predicate: Any, timeout: float = 10.0) -> None:
@@ -157,7 +169,9 @@ async def wait_status(service: WebhookService, item_id: str, status: str) -> dic
     raise AssertionError(f"{item_id} never reached {status}")
 
 
-async def test_signed_delivery_verified_by_receiver(mongo_db: Db, receiver: Receiver) -> None:
+async def test_signed_delivery_verified_by_receiver(
+    mongo_db: Db, receiver: Receiver, publisher: EventPublisher
+) -> None:
     settings = settings_for(
         {"url": receiver.url(), "events": ["task.completed", "task.failed"], "secret": SECRET}
     )
@@ -165,10 +179,12 @@ async def test_signed_delivery_verified_by_receiver(mongo_db: Db, receiver: Rece
     await service.start()
     try:
         done = await store_event(
-            mongo_db, "TaskStatusChanged", {"task_id": "t1", "status": "completed"}
+            publisher, "TaskStatusChanged", {"task_id": "t1", "status": "completed"}
         )
-        await store_event(mongo_db, "TaskStatusChanged", {"task_id": "t1", "status": "running"})
-        await store_event(mongo_db, "BatchStatusChanged", {"batch_id": "b1", "status": "completed"})
+        await store_event(publisher, "TaskStatusChanged", {"task_id": "t1", "status": "running"})
+        await store_event(
+            publisher, "BatchStatusChanged", {"batch_id": "b1", "status": "completed"}
+        )
         await wait_for(lambda: len(receiver.received) >= 1)
         await asyncio.sleep(0.3)  # nothing else may arrive (not subscribed / not final)
     finally:
@@ -186,14 +202,16 @@ async def test_signed_delivery_verified_by_receiver(mongo_db: Db, receiver: Rece
     assert payload["signature"].startswith("sha256=")
 
 
-async def test_fails_twice_then_succeeds_three_attempts(mongo_db: Db, receiver: Receiver) -> None:
+async def test_fails_twice_then_succeeds_three_attempts(
+    mongo_db: Db, receiver: Receiver, publisher: EventPublisher
+) -> None:
     receiver.fail_first = 2
     settings = settings_for({"url": receiver.url(), "events": ["task.failed"], "secret": SECRET})
     service = make_service(mongo_db, settings)
     await service.start()
     try:
         event_id = await store_event(
-            mongo_db, "TaskStatusChanged", {"task_id": "t2", "status": "FAILED"}
+            publisher, "TaskStatusChanged", {"task_id": "t2", "status": "FAILED"}
         )
         item_id = f"{event_id}:{settings.endpoints[0].id}"
         doc = await wait_status(service, item_id, "succeeded")
@@ -209,7 +227,7 @@ async def test_fails_twice_then_succeeds_three_attempts(mongo_db: Db, receiver: 
 
 
 async def test_wrong_secret_fails_verification_and_gives_up(
-    mongo_db: Db, receiver: Receiver
+    mongo_db: Db, receiver: Receiver, publisher: EventPublisher
 ) -> None:
     receiver.secret = "the-receivers-other-secret"
     settings = settings_for(
@@ -219,7 +237,7 @@ async def test_wrong_secret_fails_verification_and_gives_up(
     await service.start()
     try:
         event_id = await store_event(
-            mongo_db, "TaskStatusChanged", {"task_id": "t3", "status": "completed"}
+            publisher, "TaskStatusChanged", {"task_id": "t3", "status": "completed"}
         )
         item_id = f"{event_id}:{settings.endpoints[0].id}"
         doc = await wait_status(service, item_id, "failed")
@@ -231,7 +249,9 @@ async def test_wrong_secret_fails_verification_and_gives_up(
     assert all(r["verified"] is False for r in receiver.received)
 
 
-async def test_redirect_not_followed(mongo_db: Db, receiver: Receiver) -> None:
+async def test_redirect_not_followed(
+    mongo_db: Db, receiver: Receiver, publisher: EventPublisher
+) -> None:
     settings = settings_for(
         {"url": receiver.url("/moved"), "events": ["rollback.completed"], "secret": SECRET},
         max_attempts=1,
@@ -239,7 +259,7 @@ async def test_redirect_not_followed(mongo_db: Db, receiver: Receiver) -> None:
     service = make_service(mongo_db, settings)
     await service.start()
     try:
-        event_id = await store_event(mongo_db, "RollbackCompleted", {"rollback_id": "r1"})
+        event_id = await store_event(publisher, "RollbackCompleted", {"rollback_id": "r1"})
         item_id = f"{event_id}:{settings.endpoints[0].id}"
         doc = await wait_status(service, item_id, "failed")
     finally:
@@ -249,25 +269,33 @@ async def test_redirect_not_followed(mongo_db: Db, receiver: Receiver) -> None:
     assert receiver.redirect_hits == 0
 
 
-async def test_exactly_once_with_two_replicas(mongo_db: Db, receiver: Receiver) -> None:
+async def test_exactly_once_with_two_replicas(
+    mongo_db: Db, receiver: Receiver, publisher: EventPublisher
+) -> None:
     settings = settings_for(
         {"url": receiver.url(), "events": ["batch.completed"], "secret": SECRET}
     )
     replicas = [make_service(mongo_db, settings), make_service(mongo_db, settings)]
-    for replica in replicas:
-        await replica.start()
+
+    async def batch_done(i: int) -> str:
+        return await store_event(
+            publisher, "BatchStatusChanged", {"batch_id": f"b{i}", "status": "completed"}
+        )
+
+    # Some events wait in the inbox before the replicas start: both drain them at once.
+    ids = [await batch_done(i) for i in range(5)]
+    await asyncio.gather(*(replica.start() for replica in replicas))
     try:
-        ids = [
-            await store_event(
-                mongo_db, "BatchStatusChanged", {"batch_id": f"b{i}", "status": "completed"}
-            )
-            for i in range(10)
-        ]
+        ids += [await batch_done(i) for i in range(5, 10)]
         await wait_for(lambda: len(receiver.received) >= len(ids))
         await asyncio.sleep(0.4)  # duplicates would show up now
-        # Both replicas scanned the same events; each was enqueued and delivered once.
+        # Both replicas handling the same inbox entry again creates nothing new.
+        again: dict[str, Any] = {"id": ids[0], "event_type": "BatchStatusChanged"}
+        again["data"] = {"batch_id": "b0", "status": "completed"}
+        created = await asyncio.gather(*(r.handle_event(again) for r in replicas))
+        assert created == [0, 0]
         for replica in replicas:
-            await replica.scan_once()
+            assert await replica.scan_once() == 0  # the inbox is drained
     finally:
         for replica in replicas:
             await replica.stop()
@@ -275,14 +303,17 @@ async def test_exactly_once_with_two_replicas(mongo_db: Db, receiver: Receiver) 
     assert len(deliveries) == len(ids)
     assert sorted(d.split(":")[0] for d in deliveries) == sorted(ids)
     assert await replicas[0].outbox.count({}) == len(ids)
+    assert await inbox_ids(mongo_db) == []
 
 
-async def test_redeliver_sends_again(mongo_db: Db, receiver: Receiver) -> None:
+async def test_redeliver_sends_again(
+    mongo_db: Db, receiver: Receiver, publisher: EventPublisher
+) -> None:
     settings = settings_for({"url": receiver.url(), "events": ["batch.failed"], "secret": SECRET})
     service = make_service(mongo_db, settings)
     await service.start()
     try:
-        event_id = await store_event(mongo_db, "BatchFailed", {"batch_id": "b9"})
+        event_id = await store_event(publisher, "BatchFailed", {"batch_id": "b9"})
         item_id = f"{event_id}:{settings.endpoints[0].id}"
         await wait_status(service, item_id, "succeeded")
         assert await service.outbox.redeliver(item_id) is True
@@ -296,10 +327,16 @@ async def test_redeliver_sends_again(mongo_db: Db, receiver: Receiver) -> None:
     assert [r["delivery"] for r in receiver.received] == [item_id, item_id]
 
 
-async def test_events_before_start_are_picked_up(mongo_db: Db, receiver: Receiver) -> None:
-    """An event stored while no replica ran (within the look-back) is still delivered."""
+async def test_events_before_start_are_picked_up(
+    mongo_db: Db, receiver: Receiver, publisher: EventPublisher
+) -> None:
+    """An event published while no replica ran is still delivered: the inbox keeps
+    it until a replica has handled it."""
     settings = settings_for({"url": receiver.url(), "events": ["task.completed"], "secret": SECRET})
-    await store_event(mongo_db, "TaskStatusChanged", {"task_id": "early", "status": "completed"})
+    early = await store_event(
+        publisher, "TaskStatusChanged", {"task_id": "early", "status": "completed"}
+    )
+    assert await inbox_ids(mongo_db) == [early]
     service = make_service(mongo_db, settings)
     await service.start()
     try:
@@ -307,6 +344,133 @@ async def test_events_before_start_are_picked_up(mongo_db: Db, receiver: Receive
     finally:
         await service.stop()
     assert receiver.received[0]["payload"]["data"]["task_id"] == "early"
+    assert await inbox_ids(mongo_db) == []
+
+
+async def test_an_entry_that_fails_stays_and_the_others_are_handled(
+    mongo_db: Db, publisher: EventPublisher
+) -> None:
+    settings = settings_for(
+        {"url": "http://127.0.0.1:9/hook", "events": ["batch.failed"], "secret": SECRET}
+    )
+    service = make_service(mongo_db, settings)  # not started: scans by hand
+    ids = [await store_event(publisher, "BatchFailed", {"batch_id": f"b{i}"}) for i in range(3)]
+    real = service.handle_event
+    broken = {ids[1]}
+
+    async def flaky(event: Any) -> int:
+        if event["id"] in broken:
+            raise ConnectionError("storage went away")
+        return await real(event)
+
+    service.handle_event = flaky  # type: ignore[method-assign]
+    assert await service.scan_once() == 2
+    assert await inbox_ids(mongo_db) == [ids[1]]
+    broken.clear()
+    assert await service.scan_once() == 1
+    assert await inbox_ids(mongo_db) == []
+    assert await service.outbox.count({}) == 3
+
+
+async def test_scan_reads_the_inbox_never_events(
+    stack: Any, redis_client: Redis, receiver: Receiver
+) -> None:
+    """The scan keeps the storage rule (docs/storage.md): it reads the bounded
+    ``event_inbox``, and ``events`` (history) is only inserted into."""
+    guard = CommandGuard()
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    guard.watch(name, ORCHESTRATOR_BOUNDED)
+    client = open_client(stack.mongodb_url, event_listeners=[guard])
+    db = client[name]
+    try:
+        settings = settings_for(
+            {"url": receiver.url(), "events": ["task.completed"], "secret": SECRET}
+        )
+        service = make_service(db, settings)
+        publisher = EventPublisher(EventRepository(db), EventBus(redis_client))
+        publisher.route_to_inbox(service.wants)  # as webhooks.setup does
+        await service.start()
+        try:
+            guard.start()
+            for i in range(3):
+                await store_event(
+                    publisher, "TaskStatusChanged", {"task_id": f"t{i}", "status": "completed"}
+                )
+            await store_event(publisher, "TaskStatusChanged", {"task_id": "t", "status": "running"})
+            await wait_for(lambda: len(receiver.received) >= 3)
+            await asyncio.sleep(0.3)  # a few more scans of the (empty) inbox
+            guard.stop()
+        finally:
+            await service.stop()
+        assert await inbox_ids(db) == []
+    finally:
+        await client.drop_database(name)
+        await client.close()
+    on_events = {r.command_name for r in guard.records if r.collection == "events"}
+    assert on_events == {"insert"}, guard.collections()
+    inbox = guard.collections()["event_inbox"]
+    assert inbox["insert"] == 3  # only the events that become deliveries
+    assert inbox["find"] >= 2, inbox
+    assert inbox["delete"] == 3, inbox
+    assert not guard.violations(), guard.report()
+    assert len(receiver.received) == 3
+
+
+def test_setup_asks_for_the_inbox_only_with_endpoints() -> None:
+    from orchestrator import webhooks
+    from orchestrator.events import INBOX_ROUTE
+    from provisioning_common.config import CommonSettings
+    from provisioning_common.webapp import COMMON_SETTINGS
+
+    def app_with(toml: dict[str, Any]) -> web.Application:
+        app = web.Application()
+        app[COMMON_SETTINGS] = CommonSettings(
+            service="orchestrator",
+            host="127.0.0.1",
+            port=1,
+            mongodb_url="mongodb://unused",
+            database="unused",
+            redis_url="redis://unused",
+            toml=toml,
+        )
+        webhooks.setup(app)  # before any cleanup_ctx runs, so before the publisher exists
+        return app
+
+    endpoint = {"url": "http://127.0.0.1:9/hook", "events": ["task.failed"], "secret": SECRET}
+    assert INBOX_ROUTE not in app_with({})
+    assert INBOX_ROUTE not in app_with({"webhooks": {"enabled": False, "endpoints": [endpoint]}})
+    assert INBOX_ROUTE not in app_with({"webhooks": {"enabled": True}})
+    route = app_with({"webhooks": {"enabled": True, "endpoints": [endpoint]}})[INBOX_ROUTE]
+    assert route.select("TaskStatusChanged", {"status": "failed"}) is True
+    assert route.select("TaskStatusChanged", {"status": "completed"}) is False
+    assert route.select("TaskProgress", {"status": "failed"}) is False
+
+
+async def test_inbox_gets_only_wanted_events_and_nothing_unrouted(
+    mongo_db: Db, redis_client: Redis
+) -> None:
+    settings = settings_for(
+        {"url": "http://127.0.0.1:9/hook", "events": ["task.failed"], "secret": SECRET}
+    )
+    service = make_service(mongo_db, settings)
+    publisher = EventPublisher(EventRepository(mongo_db), EventBus(redis_client))
+    unrouted = await publisher.publish("TaskStatusChanged", {"task_id": "a", "status": "failed"})
+    publisher.route_to_inbox(service.wants)
+    events = await publisher.publish_many(
+        [
+            ("TaskStatusChanged", {"task_id": "a", "status": "running"}, None),
+            ("TaskStatusChanged", {"task_id": "a", "status": "failed"}, None),
+            ("TaskStatusChanged", {"task_id": "b", "status": "completed"}, None),
+            ("BatchStatusChanged", {"batch_id": "c", "status": "failed"}, None),
+            ("TaskProgress", {"task_id": "a", "progress": 50}, None),
+        ]
+    )
+    failed = await publisher.publish("TaskStatusChanged", {"task_id": "d", "status": "FAILED"})
+    assert await inbox_ids(mongo_db) == [events[1].id, failed.id]
+    stored = await mongo_db["event_inbox"].find_one({"_id": failed.id})
+    assert stored == await mongo_db["events"].find_one({"_id": failed.id})  # same document
+    assert await mongo_db["events"].count_documents({}) == 7
+    assert unrouted.id not in await inbox_ids(mongo_db)
 
 
 async def test_outbox_takes_over_an_abandoned_attempt(mongo_db: Db) -> None:

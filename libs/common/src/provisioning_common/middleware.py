@@ -38,6 +38,8 @@ def _store_unavailable(exc: PyMongoError) -> bool:
         or exc.timeout
         or any(marker in str(exc) for marker in _BUSY_STORE)
     )
+
+
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _HTTP_MESSAGES = {
     400: "Bad request",

@@ -17,19 +17,29 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
+from pymongo.monitoring import CommandListener
 
 Document = dict[str, Any]
 
 
-def open_client(url: str, *, timeout_ms: int = 5000) -> AsyncMongoClient[Document]:
+def open_client(
+    url: str,
+    *,
+    timeout_ms: int = 5000,
+    event_listeners: Sequence[CommandListener] = (),
+) -> AsyncMongoClient[Document]:
     """A tz-aware client with bounded server selection, so an unreachable
-    database fails a request in seconds instead of hanging it."""
+    database fails a request in seconds instead of hanging it.
+
+    ``event_listeners`` see every command the client sends (tests record them to
+    enforce the storage rule, ``docs/storage.md``)."""
     return AsyncMongoClient(
         url,
         tz_aware=True,
         serverSelectionTimeoutMS=timeout_ms,
         connectTimeoutMS=timeout_ms,
         uuidRepresentation="standard",
+        event_listeners=list(event_listeners),
     )
 
 

@@ -5,9 +5,11 @@ enforcement and the client address behind trusted proxies."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
+from typing import Any
 
 import aiohttp_cors
 from aiohttp import web
@@ -206,3 +208,16 @@ def add_operational_routes(
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     app.router.add_get("/metrics", metrics)
+
+
+@contextlib.asynccontextmanager
+async def background(coro: Coroutine[Any, Any, None], name: str) -> AsyncIterator[None]:
+    """Run ``coro`` as a task for the body's duration, then cancel and await it: the one
+    way a feature's ``cleanup_ctx`` keeps a loop alive while the app runs."""
+    task = asyncio.create_task(coro, name=name)
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -99,6 +99,7 @@ async def control_center_ctx(app: web.Application) -> AsyncIterator[None]:
         repos.logins,
         repos.policies,
         repos.audit,
+        repos.keys,
     ):
         await repo.ensure_indexes()
     auth = settings.auth

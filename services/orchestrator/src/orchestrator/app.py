@@ -19,7 +19,7 @@ from provisioning_common.webapp import (
     enable_cors,
 )
 
-from . import audit, auth, events, metrics, tasks, webhooks, workflows
+from . import audit, auth, events, metrics, retention, tasks, webhooks, workflows
 from .batches.setup import setup as batches_setup
 from .rollback.setup import setup as rollback_setup
 from .settings import Settings
@@ -44,6 +44,7 @@ FEATURES: list[Feature] = [
     batches_setup,
     state_setup,
     rollback_setup,
+    retention.setup,
 ]
 
 

@@ -19,6 +19,8 @@ Names and labels of the first two are the contract's. Where each is updated:
 ``WEBHOOK_DELIVERIES.labels(outcome)`` webhooks outbox, per attempt
                                        (``success|retrying|failed``)
 ``AUDIT_DELIVERIES.labels(outcome)``   audit outbox, per attempt
+``RETENTION_REMOVED.labels(kind)``     retention sweeper, per pass: documents removed
+                                       (``tasks|attempts|events|outbox``)
 =====================================  ==============================================
 
 Counters are only ever incremented; gauges describe this replica.
@@ -27,12 +29,13 @@ Counters are only ever incremented; gauges describe this replica.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 from prometheus_client import Counter, Gauge
+
+from provisioning_common.webapp import background
 
 # The engine defines the task metrics it updates; they are re-exported here so
 # that every orchestrator metric can be found in one place (one definition each).
@@ -51,11 +54,19 @@ AUDIT_DELIVERIES = Counter(
     "Audit event delivery attempts to the control center by outcome",
     ["outcome"],
 )
+RETENTION_REMOVED = Counter(
+    "orchestrator_retention_removed",
+    "Finished history removed by the retention sweeper, by kind",
+    ["kind"],
+)
+RETENTION_KINDS = ("tasks", "attempts", "events", "outbox")
 
 __all__ = [
     "AUDIT_DELIVERIES",
     "LEASE_TAKEOVERS",
     "QUEUE_DEPTH",
+    "RETENTION_KINDS",
+    "RETENTION_REMOVED",
     "RUNNING_TASKS",
     "TASKS_TOTAL",
     "TASK_DURATION",
@@ -82,6 +93,8 @@ def init_labels() -> None:
     for outcome in ("success", "retrying", "failed"):
         WEBHOOK_DELIVERIES.labels(outcome)
         AUDIT_DELIVERIES.labels(outcome)
+    for kind in RETENTION_KINDS:
+        RETENTION_REMOVED.labels(kind)
 
 
 init_labels()
@@ -110,12 +123,7 @@ def setup(app: web.Application) -> None:
             await asyncio.sleep(QUEUE_DEPTH_REFRESH_SECONDS)
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(loop(app), name="metrics-queue-depth")
-        try:
+        async with background(loop(app), "metrics-queue-depth"):
             yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
     app.cleanup_ctx.append(ctx)

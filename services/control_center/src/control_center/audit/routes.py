@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from aiohttp import web
 
 from provisioning_common.envelope import ok
 from provisioning_common.openapi import api_doc
 from provisioning_common.pagination import paginated, parse_listing
-from provisioning_common.validation import load_body
+from provisioning_common.validation import read_json_body, validate
 
 from ..auth.guard import require
 from ..context import get_context
@@ -42,14 +44,30 @@ async def logs(request: web.Request) -> web.Response:
 
 @routes.post("/audit/events")
 @api_doc(
-    summary="Ingest another service's audit event (idempotent by id)",
+    summary=(
+        "Ingest another service's audit event (idempotent by id); a body "
+        '{"events": [event, ...]} (1-500 events) ingests a batch and answers '
+        "{stored, duplicates, results: [{id, duplicate}]}"
+    ),
     tags=["audit"],
     body=schemas.AuditEventIn,
     response=schemas.AuditIngestOut,
-    responses={200: "Already stored (same id)", 201: "Stored"},
+    responses={200: "Already stored (same id; every id for a batch)", 201: "Stored"},
 )
 async def ingest(request: web.Request) -> web.Response:
     await require(request, "service", allow=("service",))
-    body = await load_body(request, schemas.AuditEventIn())
-    stored = await service.ingest(get_context(request).repos.audit, body)
-    return ok({"id": body["id"], "duplicate": not stored}, status=201 if stored else 200)
+    raw = await read_json_body(request)
+    repo = get_context(request).repos.audit
+    if isinstance(raw, Mapping) and "events" in raw:
+        events = validate(schemas.AuditBatchIn(), raw)["events"]
+        stored = await service.ingest_many(repo, events)
+        results = [
+            {"id": event["id"], "duplicate": not new}
+            for event, new in zip(events, stored, strict=True)
+        ]
+        count = sum(stored)
+        data = {"stored": count, "duplicates": len(events) - count, "results": results}
+        return ok(data, status=201 if count else 200)
+    body = validate(schemas.AuditEventIn(), raw)
+    new = await service.ingest(repo, body)
+    return ok({"id": body["id"], "duplicate": not new}, status=201 if new else 200)

@@ -41,6 +41,19 @@ class AuditEventIn(Schema):
     details = fields.Dict(keys=fields.String(), load_default=dict)
 
 
+MAX_BATCH = 500
+
+
+class AuditBatchIn(Schema):
+    """``{"events": [...]}``: up to :data:`MAX_BATCH` events in one call."""
+
+    events = fields.List(
+        fields.Nested(AuditEventIn),
+        required=True,
+        validate=validate.Length(1, MAX_BATCH),
+    )
+
+
 class AuditOut(Schema):
     id = fields.String()
     timestamp = fields.String()
@@ -54,3 +67,9 @@ class AuditOut(Schema):
 class AuditIngestOut(Schema):
     id = fields.String()
     duplicate = fields.Boolean()
+
+
+class AuditBatchOut(Schema):
+    stored = fields.Integer()
+    duplicates = fields.Integer()
+    results = fields.List(fields.Nested(AuditIngestOut))

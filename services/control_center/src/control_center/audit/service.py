@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -25,9 +26,8 @@ async def record(
     )
 
 
-async def ingest(repo: AuditRepository, event: dict[str, Any]) -> bool:
-    """Store another service's event; False when this id was already stored."""
-    rec = AuditRecord(
+def _from_event(event: dict[str, Any]) -> AuditRecord:
+    return AuditRecord(
         id=event["id"],
         timestamp=event["timestamp"],
         user_id=event.get("user_id"),
@@ -36,7 +36,17 @@ async def ingest(repo: AuditRepository, event: dict[str, Any]) -> bool:
         result=event["result"],
         details=event.get("details") or {},
     )
-    return await repo.insert(rec.to_document())
+
+
+async def ingest(repo: AuditRepository, event: dict[str, Any]) -> bool:
+    """Store another service's event; False when this id was already stored."""
+    return await repo.insert(_from_event(event).to_document())
+
+
+async def ingest_many(repo: AuditRepository, events: Sequence[dict[str, Any]]) -> list[bool]:
+    """Store a batch of events in one write; per event, False when its id was
+    already stored (a retried batch, or the same id twice in the batch)."""
+    return await repo.insert_many([_from_event(event).to_document() for event in events])
 
 
 async def search(

@@ -122,7 +122,10 @@ class LoginRepository:
         self.state = db["login_state"]
 
     async def ensure_indexes(self) -> None:
-        await ensure_indexes(self.failures, (IndexSpec((("key", 1), ("at", 1)), "key_at"),))
+        await ensure_indexes(
+            self.failures,
+            (IndexSpec((("key", 1), ("at", 1)), "key_at"), IndexSpec((("at", 1),), "at")),
+        )
         await ensure_indexes(
             self.lockouts, (IndexSpec((("key", 1), ("locked_at", 1)), "key_locked_at"),)
         )

@@ -7,13 +7,18 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from provisioning_common.mongo import Document, claim
+from provisioning_common.mongo import Document, IndexSpec, claim, ensure_indexes
 from provisioning_common.timeutil import utcnow
 
 
 class KeyRepository:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self.collection = db["signing_keys"]
+
+    async def ensure_indexes(self) -> None:
+        await ensure_indexes(
+            self.collection, (IndexSpec((("generation", -1),), "generation_desc"),)
+        )
 
     async def recent(self, count: int) -> list[dict[str, Any]]:
         cursor = self.collection.find({}).sort("generation", -1).limit(count)

@@ -12,7 +12,8 @@ from provisioning_common.mongo import Document, IndexSpec, claim, ensure_indexes
 
 INDEXES = (
     IndexSpec((("name", 1),), "name_unique", unique=True),
-    IndexSpec((("created_at", 1),), "created_at"),
+    IndexSpec((("enabled", 1), ("created_at", 1), ("_id", 1)), "enabled_created_at_id"),
+    IndexSpec((("created_at", 1), ("_id", 1)), "created_at_id"),
 )
 
 

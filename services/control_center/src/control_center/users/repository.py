@@ -14,8 +14,9 @@ from provisioning_common.timeutil import as_utc, utcnow
 
 INDEXES = (
     IndexSpec((("username_key", 1),), "username_key_unique", unique=True),
-    IndexSpec((("roles", 1),), "roles"),
-    IndexSpec((("created_at", 1),), "created_at"),
+    IndexSpec((("roles", 1), ("created_at", 1), ("_id", 1)), "roles_created_at_id"),
+    IndexSpec((("enabled", 1), ("created_at", 1), ("_id", 1)), "enabled_created_at_id"),
+    IndexSpec((("created_at", 1), ("_id", 1)), "created_at_id"),
 )
 ADMIN_LOCK = "admins"  # the one lease every admin-reducing change must hold
 

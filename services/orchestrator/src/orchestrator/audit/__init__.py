@@ -24,13 +24,18 @@ request id is added to ``details``. Actions used by the orchestrator:
 ``rollback.execute``, ``rollback.restore``, ``webhook.redeliver``.
 
 The record is written to a durable outbox in MongoDB (``audit_outbox``) in the
-same call; a background worker on every replica POSTs it to the control
-center's ``POST /audit/events`` with the orchestrator's service token,
-retrying with backoff while the control center is down. The control center is
-idempotent by record ``id``, so a retry after a lost answer is not a duplicate.
+same call; a background worker on every replica POSTs the due records to the
+control center's ``POST /audit/events`` with the orchestrator's service token,
+up to ``AUDIT_BATCH_SIZE`` records per call (``{"events": [...]}``), retrying
+with backoff while the control center is down. The control center is idempotent
+by record ``id``, so a retry after a lost answer is not a duplicate. When it
+rejects a batch (422/413/400: an invalid record, or a control center without the
+batch form) the records of that batch are sent one per call, so that only an
+invalid record fails. Delivered records move to ``audit_history``.
 
 Settings (env): ``AUDIT_ENABLED`` (true), ``AUDIT_MAX_ATTEMPTS`` (10000),
-``AUDIT_RETRY_MAX_DELAY_SECONDS`` (30), ``AUDIT_POLL_SECONDS`` (0.5).
+``AUDIT_RETRY_MAX_DELAY_SECONDS`` (30), ``AUDIT_POLL_SECONDS`` (0.5),
+``AUDIT_BATCH_SIZE`` (200, at most 500).
 """
 
 from __future__ import annotations

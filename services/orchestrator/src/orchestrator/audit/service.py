@@ -1,4 +1,5 @@
-"""Audit records → durable outbox → ``POST /audit/events`` (see the package docstring)."""
+"""Audit records → durable outbox → ``POST /audit/events``, many records per call
+(see the package docstring)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,11 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from provisioning_common.config import EnvReader
@@ -23,9 +25,16 @@ from ..metrics import AUDIT_DELIVERIES
 
 log = logging.getLogger(__name__)
 
-# Sends one audit event; answers (HTTP status, decoded body).
+# POSTs one body to ``/audit/events`` (one event, or ``{"events": [...]}``);
+# answers (HTTP status, decoded body).
 Sender = Callable[[Mapping[str, Any]], Awaitable[tuple[int, Any]]]
 AUDIT_PATH = "/audit/events"
+# The control center takes at most this many events per call.
+MAX_BATCH = 500
+# Answers that reject the body itself: a record the control center will never
+# accept, a body too large, or a control center without the batch form.
+_REJECTED = frozenset({400, 413, 422})
+_SINGLE_CONCURRENCY = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +43,7 @@ class AuditSettings:
     max_attempts: int = 10000
     retry_max_delay: float = 30.0
     poll_seconds: float = 0.5
+    batch_size: int = 200
 
     @classmethod
     def from_env(cls, env: EnvReader | None = None) -> AuditSettings:
@@ -43,6 +53,7 @@ class AuditSettings:
             max_attempts=env.int("AUDIT_MAX_ATTEMPTS", 10000, low=1),
             retry_max_delay=env.float("AUDIT_RETRY_MAX_DELAY_SECONDS", 30.0, low=0.05),
             poll_seconds=env.float("AUDIT_POLL_SECONDS", 0.5, low=0.05),
+            batch_size=env.int("AUDIT_BATCH_SIZE", 200, low=1, high=MAX_BATCH),
         )
 
 
@@ -57,8 +68,11 @@ class AuditService:
             attempt_timeout=15.0,
             lease_seconds=45.0,
             poll_interval=settings.poll_seconds,
+            batch_size=settings.batch_size,
         )
-        self.outbox = Outbox(db, "audit", self._deliver, policy, on_attempt=_count)
+        self.outbox = Outbox(
+            db, "audit", policy=policy, deliver_batch=self._deliver_batch, on_attempt=_count
+        )
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -92,15 +106,39 @@ class AuditService:
             "result": result,
             "details": dict(details or {}),
         }
-        await self.outbox.enqueue(record_id, "audit", event, fields={"action": action})
+        await self.outbox.enqueue(record_id, "audit", event, fields={"action": action}, new_id=True)
         return record_id
 
-    async def _deliver(self, item: OutboxItem, attempt: int) -> AttemptResult:
-        status, _body = await self.sender(item.payload)
+    async def _deliver_batch(self, batch: Sequence[tuple[OutboxItem, int]]) -> list[AttemptResult]:
+        """All due records in one call (``{"events": [...]}``). When the control
+        center rejects the body (an invalid record, too large, or no batch form),
+        each record goes alone, so that one bad record fails only itself."""
+        if len(batch) == 1:
+            return [await self._deliver_one(batch[0][0])]
+        result = await self._send({"events": [item.payload for item, _ in batch]})
+        if result.status_code not in _REJECTED:
+            return [result] * len(batch)
+        gate = asyncio.Semaphore(_SINGLE_CONCURRENCY)
+
+        async def alone(item: OutboxItem) -> AttemptResult:
+            async with gate:
+                return await self._deliver_one(item)
+
+        return list(await asyncio.gather(*(alone(item) for item, _ in batch)))
+
+    async def _deliver_one(self, item: OutboxItem) -> AttemptResult:
+        return await self._send(item.payload)
+
+    async def _send(self, body: Mapping[str, Any]) -> AttemptResult:
+        try:
+            status, _body = await self.sender(body)
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            # control center unreachable, or no service token (it answered an error)
+            return AttemptResult(ok=False, error=f"connection error: {type(exc).__name__}")
         if status in (200, 201):
             return AttemptResult(ok=True, status_code=status)
-        # A record the control center rejects as invalid will never be accepted.
-        permanent = status in (400, 413, 422)
+        # A body the control center rejects as invalid will never be accepted.
+        permanent = status in _REJECTED
         return AttemptResult(
             ok=False, status_code=status, error=f"HTTP {status}", retry=not permanent
         )
@@ -174,11 +212,11 @@ def _principal(request: web.Request) -> Any:
 def _sender(app: web.Application) -> Sender:
     """POST with the service token of the auth feature (renewed on a 401)."""
 
-    async def send(event: Mapping[str, Any]) -> tuple[int, Any]:
+    async def send(body: Mapping[str, Any]) -> tuple[int, Any]:
         from ..auth import AUTH
 
         auth = app[AUTH]
-        return await auth.service.call("POST", AUDIT_PATH, json=dict(event))
+        return await auth.service.call("POST", AUDIT_PATH, json=dict(body))
 
     return send
 

@@ -35,8 +35,10 @@ class BatchRepository:
         await ensure_indexes(
             self.batches,
             [
-                IndexSpec([("created_at", DESCENDING)], "created_at_desc"),
-                IndexSpec([("status", ASCENDING)], "status"),
+                IndexSpec([("created_at", DESCENDING), ("_id", DESCENDING)], "created_at_id_desc"),
+                IndexSpec(
+                    [("status", ASCENDING), ("created_at", DESCENDING)], "status_created_at_desc"
+                ),
                 IndexSpec([("rollback.status", ASCENDING)], "rollback_status"),
             ],
         )

@@ -141,6 +141,7 @@ class Engine:
         self._next_takeover_check = 0.0
         self._next_sweep = 0.0
         self._next_index_check = 0.0
+        self._swept = False  # the first queue sweep reads ``tasks`` in full, once
         # Queue entries of tasks this replica finalized, deleted in one go per tick.
         self._dequeue_pending: set[str] = set()
         # Starts in flight (claims and the Running write), in the background so that a
@@ -973,7 +974,11 @@ class Engine:
         """Re-create queue entries of unfinished tasks that have none (a creator that
         died between the two inserts). An entry made for a task that has just become
         final is removed again by the takeover pass."""
-        unfinished = await self.store.unfinished_tasks()
+        if self._swept:
+            unfinished = await self.store.unfinished_tasks()
+        else:
+            unfinished = await self.store.unfinished_tasks_scan()
+            self._swept = True
         if not unfinished:
             return
         queued = await self.store.queued_ids()

@@ -151,6 +151,14 @@ class TaskIndex:
         raw = await self.redis.zrevrange(key, offset, offset + limit - 1)
         return [r.decode() if isinstance(r, bytes) else str(r) for r in raw]
 
+    async def page_with_scores(self, key: str, offset: int, limit: int) -> list[tuple[str, float]]:
+        if limit <= 0:
+            return []
+        raw: list[Any] = list(
+            await self.redis.zrevrange(key, offset, offset + limit - 1, withscores=True)
+        )
+        return [(m.decode() if isinstance(m, bytes) else str(m), float(sc)) for m, sc in raw]
+
     async def oldest(self, before: float, limit: int) -> list[str]:
         raw = await self.redis.zrangebyscore(self.key(), "-inf", before, start=0, num=limit)
         return [r.decode() if isinstance(r, bytes) else str(r) for r in raw]

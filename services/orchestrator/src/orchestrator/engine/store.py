@@ -27,20 +27,24 @@ from pymongo.errors import BulkWriteError
 from redis.asyncio import Redis
 
 from provisioning_common.mongo import Document, IndexSpec, claim, ensure_indexes
+from provisioning_common.timeutil import utcnow
 
 from .index import TaskIndex
-from .model import PENDING, RUNNING
+from .model import FINAL_STATUSES, PENDING, RUNNING
 
 log = logging.getLogger(__name__)
 
 # What lists show of a task's output (the contract's list items carry ``output``); the
 # whole kept tail is in ``task_outputs`` and shown by ``GET /tasks/{id}``.
 OUTPUT_SUMMARY_CHARS = 1024
+# Tasks are indexed just before they are inserted; an entry younger than this whose
+# document is not there yet is a creation in flight, not a leftover.
+_CREATION_GRACE_SECONDS = 60.0
 _INDEX_FIELDS = {"_id": 1, "status": 1, "created_at": 1, "batch_id": 1}
 
-# Tasks are listed through the Redis index and read by ``_id``; ``created_at`` serves
-# the index rebuild and retention on MongoDB.
-TASK_INDEXES = (IndexSpec([("created_at", ASCENDING)], "created"),)
+# Tasks are listed through the Redis index and read by ``_id``; on MongoDB ``status``
+# serves the start-up queue sweep.
+TASK_INDEXES = (IndexSpec([("status", ASCENDING)], "status"),)
 ATTEMPT_INDEXES = (
     IndexSpec([("status", ASCENDING), ("lease_expires_at", ASCENDING)], "status_lease"),
     IndexSpec([("task_id", ASCENDING), ("attempt", ASCENDING)], "task_attempt"),
@@ -99,14 +103,16 @@ class TaskStore:
         (deterministic ids re-derived by another replica) is not an error."""
         if not docs:
             return []
+        # Indexed first: a creator that dies after the insert leaves a task the index
+        # knows as Pending, so the queue sweep finds it; an entry whose insert never
+        # happened is dropped by the first reader. Indexing an existing task changes
+        # nothing (only a final status replaces what the index holds).
+        await self._mirror(self.index.add(docs))
         try:
             await self.tasks.insert_many([dict(d) for d in docs], ordered=False)
-            inserted = _inserted(docs, None)
+            return _inserted(docs, None)
         except BulkWriteError as exc:
-            inserted = _inserted(docs, exc)
-        new = set(inserted)
-        await self._mirror(self.index.add([d for d in docs if d["_id"] in new]))
-        return inserted
+            return _inserted(docs, exc)
 
     async def _mirror(self, write: Any) -> None:
         """MongoDB has the change already: a failed index write marks the index for a
@@ -163,6 +169,14 @@ class TaskStore:
             if d["status"] in (PENDING, RUNNING)
         ]
 
+    async def unfinished_tasks_scan(self) -> list[Document]:
+        """Pending/Running tasks by a full read of ``tasks``: once per replica start, for
+        a task whose creator died while the index could not be written."""
+        cursor = self.tasks.find(
+            {"status": {"$in": [PENDING, RUNNING]}}, {k: 1 for k in _QUEUE_FIELDS}
+        )
+        return [d async for d in cursor]
+
     async def queued_ids(self) -> set[str]:
         return {d["_id"] async for d in self.queue.find({}, {"_id": 1})}
 
@@ -180,9 +194,13 @@ class TaskStore:
             docs = [d for d in reversed(docs) if status is None or d["status"] == status]
             return docs[offset : offset + limit]
         key = self.index.key(status=status)
-        ids = await self.index.page(key, offset, limit)
+        entries = await self.index.page_with_scores(key, offset, limit)
+        ids = [task_id for task_id, _ in entries]
         found = await self.get_many(ids)
-        stale = [i for i in ids if i not in found]
+        # An entry without a document: a creation in flight (indexed first) or a task
+        # gone. Only one older than any creation could be is dropped.
+        settled = utcnow().timestamp() - _CREATION_GRACE_SECONDS
+        stale = [i for i, score in entries if i not in found and score < settled]
         if stale:
             await self._mirror(self.index.forget(stale))
         out: list[Document] = []
@@ -191,8 +209,9 @@ class TaskStore:
             if doc is None:
                 continue
             if status is not None and doc["status"] != status:
-                # The document is the truth: put the entry where it belongs.
-                await self._mirror(self.index.move(task_id, str(doc["status"])))
+                if doc["status"] in FINAL_STATUSES:
+                    # A final status never changes: the entry can be put right safely.
+                    await self._mirror(self.index.move(task_id, str(doc["status"])))
                 continue
             out.append(doc)
         return out

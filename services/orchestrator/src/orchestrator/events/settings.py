@@ -9,7 +9,8 @@ from aiohttp import web
 from provisioning_common.config import EnvReader
 
 from .hub import EventHub
-from .publisher import EventPublisher
+from .publisher import EventPublisher, InboxRoute
+from .replay import ReplayStream
 from .repository import EventRepository
 
 
@@ -19,6 +20,7 @@ class WsSettings:
     ping_seconds: float = 30.0
     queue_size: int = 1000
     replay_limit: int = 10000
+    replay_cache: int = 10000  # recent events kept in the Redis replay stream; 0: none
 
     @classmethod
     def from_env(cls, env: EnvReader) -> WsSettings:
@@ -27,10 +29,13 @@ class WsSettings:
             ping_seconds=env.float("WS_PING_SECONDS", 30.0, low=1.0),
             queue_size=env.int("WS_QUEUE_SIZE", 1000, low=1),
             replay_limit=env.int("WS_REPLAY_LIMIT", 10000, low=1),
+            replay_cache=env.int("WS_REPLAY_CACHE", 10000, low=0),
         )
 
 
 PUBLISHER = web.AppKey("event_publisher", EventPublisher)
 REPOSITORY = web.AppKey("event_repository", EventRepository)
+INBOX_ROUTE = web.AppKey("event_inbox_route", InboxRoute)
+REPLAY = web.AppKey("event_replay", ReplayStream)
 HUB = web.AppKey("event_hub", EventHub)
 WS_SETTINGS = web.AppKey("ws_settings", WsSettings)

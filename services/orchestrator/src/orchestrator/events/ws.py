@@ -1,5 +1,6 @@
 """``GET /ws``: live events of every replica, ``?events=`` filter, ``?since=<event id>``
-replay from MongoDB, heartbeats, 1008 on a bad token."""
+replay (from the Redis replay stream, or MongoDB when older: ``replay.py``),
+heartbeats, 1008 on a bad token."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from provisioning_common.tokens import bearer_token
 
 from ..auth import authenticate_token
 from ..metrics import WS_CONNECTIONS
-from .settings import HUB, REPOSITORY, WS_SETTINGS
+from .replay import replay
+from .settings import HUB, REPLAY, REPOSITORY, WS_SETTINGS
 
 routes = web.RouteTableDef()
 
@@ -93,8 +95,14 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     last_replayed = ""
     try:
         if since is not None:
-            replay = await request.app[REPOSITORY].since(since, types, settings.replay_limit)
-            for event in replay:
+            missed = await replay(
+                request.app.get(REPLAY),
+                request.app[REPOSITORY],
+                since,
+                types,
+                settings.replay_limit,
+            )
+            for event in missed:
                 await ws.send_str(json.dumps(event, default=str))
                 sent.add(event["id"])
                 last_replayed = event["id"]

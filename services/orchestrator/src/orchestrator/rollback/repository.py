@@ -30,20 +30,21 @@ class RollbackRepository:
         await ensure_indexes(
             self.ledger,
             [
-                IndexSpec([("applied_at", DESCENDING)], "applied_at_desc"),
+                IndexSpec([("applied_at", DESCENDING), ("_id", DESCENDING)], "applied_at_id_desc"),
                 IndexSpec([("batch_id", ASCENDING)], "batch"),
             ],
         )
         await ensure_indexes(
             self.checkpoints,
             [
-                IndexSpec([("created_at", DESCENDING)], "created_at_desc"),
+                IndexSpec([("created_at", DESCENDING), ("_id", DESCENDING)], "created_at_id_desc"),
             ],
         )
         await ensure_indexes(
             self.rollbacks,
             [
                 IndexSpec([("started_at", DESCENDING)], "started_at_desc"),
+                IndexSpec([("status", ASCENDING)], "status"),
             ],
         )
 

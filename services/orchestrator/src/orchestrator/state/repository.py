@@ -25,7 +25,10 @@ class SnapshotRepository:
         await ensure_indexes(
             self.snapshots,
             [
-                IndexSpec([("workflow_id", ASCENDING), ("timestamp", ASCENDING)], "workflow_time"),
+                IndexSpec(
+                    [("workflow_id", ASCENDING), ("timestamp", ASCENDING), ("_id", ASCENDING)],
+                    "workflow_time_id",
+                ),
             ],
         )
 

@@ -1,10 +1,13 @@
 """Signed webhooks for ``task.completed``, ``task.failed``, ``batch.completed``,
 ``batch.failed`` and ``rollback.completed`` (``docs/webhooks.md``).
 
-Configured by the TOML ``[webhooks]`` section (``PROVISIONING_CONFIG``); delivered
-through the durable outbox of :mod:`provisioning_common.outbox`; inspected and
-re-sent with ``GET /webhooks/deliveries`` and
-``POST /webhooks/deliveries/{id}/redeliver``. ``setup(app)`` wires it all.
+Configured by the TOML ``[webhooks]`` section (``PROVISIONING_CONFIG``). Fed by the
+event publisher through the bounded ``event_inbox``, asked for here at setup with
+``app[INBOX_ROUTE]`` when endpoints are configured (the events feature routes from the
+moment it creates the publisher, before the engine can publish). Delivered through
+the durable outbox of :mod:`provisioning_common.outbox`; inspected and re-sent with
+``GET /webhooks/deliveries`` and ``POST /webhooks/deliveries/{id}/redeliver``.
+``setup(app)`` wires it all.
 """
 
 from __future__ import annotations
@@ -16,10 +19,11 @@ from aiohttp import web
 
 from provisioning_common.webapp import COMMON_SETTINGS, DATABASE, EVENT_BUS
 
+from ..events.publisher import InboxRoute
 from ..events.repository import EventRepository
+from ..events.settings import INBOX_ROUTE
 from .config import WebhookSettings
 from .keys import WEBHOOKS
-from .repository import CursorRepository
 from .routes import routes
 from .service import WebhookService
 
@@ -30,6 +34,8 @@ def setup(app: web.Application) -> None:
     # Read now so that a bad [webhooks] section stops the start with its message.
     settings = WebhookSettings.from_toml(app[COMMON_SETTINGS].toml)
     app.router.add_routes(routes)
+    if settings.routes_events:
+        app[INBOX_ROUTE] = InboxRoute(settings.wants)
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         db = app[DATABASE]
@@ -37,7 +43,6 @@ def setup(app: web.Application) -> None:
             settings,
             db,
             EventRepository(db),
-            CursorRepository(db),
             bus=app[EVENT_BUS],
             task_lookup=_task_lookup(app),
         )

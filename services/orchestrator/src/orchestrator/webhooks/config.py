@@ -21,6 +21,8 @@ from urllib.parse import urlsplit
 
 from provisioning_common.config import ConfigError
 
+from .model import SOURCE_EVENT_TYPES, webhook_event
+
 WEBHOOK_EVENTS = frozenset(
     {"task.completed", "task.failed", "batch.completed", "batch.failed", "rollback.completed"}
 )
@@ -49,6 +51,19 @@ class WebhookSettings:
 
     def subscribed(self, event: str) -> list[Endpoint]:
         return [e for e in self.endpoints if event in e.events]
+
+    @property
+    def routes_events(self) -> bool:
+        """Whether events should reach ``event_inbox`` at all: enabled, with endpoints."""
+        return self.enabled and bool(self.endpoints)
+
+    def wants(self, event_type: str, data: Mapping[str, Any]) -> bool:
+        """Whether an orchestrator event becomes a delivery to some endpoint (the
+        publisher's inbox selector, ``EventPublisher.route_to_inbox``)."""
+        if not self.enabled or event_type not in SOURCE_EVENT_TYPES:
+            return False
+        name = webhook_event(event_type, data)
+        return name is not None and bool(self.subscribed(name))
 
     @classmethod
     def from_toml(cls, toml: Mapping[str, Any]) -> WebhookSettings:

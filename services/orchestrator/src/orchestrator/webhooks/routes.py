@@ -34,7 +34,7 @@ async def list_deliveries(request: web.Request) -> web.Response:
     docs, total = await outbox.find_items(
         delivery_query(params), limit=page.limit, offset=page.offset
     )
-    attempts = await outbox.attempts_of([str(d["_id"]) for d in docs])
+    attempts = await outbox.attempts_for(docs)
     views = [delivery_view(d, attempts.get(str(d["_id"]), [])) for d in docs]
     return paginated(request, views, total, page)
 
@@ -48,7 +48,7 @@ async def get_delivery(request: web.Request) -> web.Response:
     doc = await outbox.get(delivery_id) if len(delivery_id) <= _MAX_ID else None
     if doc is None:
         raise NotFound("Delivery not found")
-    attempts = await outbox.attempts_of([delivery_id])
+    attempts = await outbox.attempts_for([doc])
     return ok(delivery_view(doc, attempts[delivery_id]))
 
 
@@ -71,6 +71,6 @@ async def redeliver(request: web.Request) -> web.Response:
     await record_audit(
         request, action="webhook.redeliver", resource=f"webhooks/deliveries/{delivery_id}"
     )
-    fresh = await outbox.get(delivery_id)
-    attempts = await outbox.attempts_of([delivery_id])
-    return ok(delivery_view(fresh or doc, attempts[delivery_id]), status=202)
+    fresh = await outbox.get(delivery_id) or doc
+    attempts = await outbox.attempts_for([fresh])
+    return ok(delivery_view(fresh, attempts[delivery_id]), status=202)

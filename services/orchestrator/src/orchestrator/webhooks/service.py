@@ -1,11 +1,16 @@
 """Webhook deliveries: orchestrator events → one outbox item per subscribed
 endpoint → signed HTTP POSTs with retries (see ``docs/webhooks.md``).
 
-Every replica scans the stored ``events`` (MongoDB, durable) from a shared
-cursor with a look-back window, so an event published while a replica was busy
-or down is still seen; the outbox item id ``<event id>:<endpoint id>`` is taken
-with ``claim()``, so each event reaches each endpoint once however many
-replicas scan it. Redis pub/sub on ``EVENTS_CHANNEL`` only wakes the scan early.
+The publisher inserts every event that becomes a delivery into the bounded
+``event_inbox`` (MongoDB, durable; :meth:`WebhookService.wants` chooses, see
+``EventPublisher.route_to_inbox``), in the same gather as its ``events`` insert.
+Every replica drains the inbox oldest first: it enqueues the event's deliveries, then
+deletes the entry by ``_id``. Several replicas may handle the same entry; the outbox
+item id ``<event id>:<endpoint id>`` is taken with ``claim()``, so each event reaches
+each endpoint once however many replicas handle it, and an entry stays in the inbox
+until a replica has handled it (an event published while no replica scanned is still
+delivered). Nothing reads ``events`` (history; DESIGN §3 cost rule). Redis pub/sub on
+``EVENTS_CHANNEL`` only wakes the scan early.
 """
 
 from __future__ import annotations
@@ -13,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any
@@ -22,22 +26,27 @@ import aiohttp
 
 from provisioning_common.envelope import format_timestamp
 from provisioning_common.events import EVENTS_CHANNEL, EventBus
+from provisioning_common.mongo import IndexSpec
 from provisioning_common.outbox import AttemptResult, Outbox, OutboxItem, RetryPolicy
 from provisioning_common.webhooks import build_signed_delivery, serialize_unsigned
 
 from ..events.repository import EventRepository
 from ..metrics import WEBHOOK_DELIVERIES
 from .config import WebhookSettings, display_url
-from .model import SOURCE_EVENT_TYPES, webhook_data, webhook_event
-from .repository import CursorRepository
+from .model import webhook_data, webhook_event
 
 log = logging.getLogger(__name__)
 
 TaskLookup = Callable[[str], Awaitable[Mapping[str, Any] | None]]
-LOOKBACK_SECONDS = 60  # events may be stored slightly out of id order across replicas
-PAGE = 200
+PAGE = 200  # inbox entries per read
 USER_AGENT = "provisioning-orchestrator-webhooks/1"
 _MAX_RESPONSE_BYTES = 64 * 1024
+# ``GET /webhooks/deliveries`` filters finished deliveries (``webhook_history``) by
+# one of these fields, newest first (MongoDB; the in-flight outbox is small).
+HISTORY_INDEXES = tuple(
+    IndexSpec([(name, 1), ("created_at", -1), ("_id", -1)], f"{name}_created")
+    for name in ("status", "event", "endpoint_id", "event_id")
+)
 
 
 class WebhookService:
@@ -46,14 +55,12 @@ class WebhookService:
         settings: WebhookSettings,
         outbox_db: Any,
         events: EventRepository,
-        cursor: CursorRepository,
         *,
         bus: EventBus | None = None,
         task_lookup: TaskLookup | None = None,
     ) -> None:
         self.settings = settings
         self.events = events
-        self.cursor = cursor
         self.bus = bus
         self.task_lookup = task_lookup
         policy = RetryPolicy(
@@ -64,10 +71,15 @@ class WebhookService:
             lease_seconds=settings.timeout_seconds + 30,
             poll_interval=settings.poll_seconds,
         )
-        self.outbox = Outbox(outbox_db, "webhook", self._deliver, policy, on_attempt=self._count)
+        self.outbox = Outbox(
+            outbox_db,
+            "webhook",
+            self._deliver,
+            policy,
+            on_attempt=self._count,
+            history_indexes=HISTORY_INDEXES,
+        )
         self._session: aiohttp.ClientSession | None = None
-        self._position: str | None = None
-        self._seen: dict[str, str] = {}
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -80,8 +92,6 @@ class WebhookService:
         self._session = aiohttp.ClientSession(
             headers={"User-Agent": USER_AGENT}, cookie_jar=aiohttp.DummyCookieJar()
         )
-        stored = await self.cursor.load()
-        self._position = stored or _position_at(time.time_ns())
         self._tasks = [
             asyncio.create_task(self._scan_loop(), name="webhooks-scan"),
             asyncio.create_task(self.outbox.run(), name="webhooks-outbox"),
@@ -102,6 +112,10 @@ class WebhookService:
 
     # ------------------------------------------------------------ events → outbox
 
+    def wants(self, event_type: str, data: Mapping[str, Any]) -> bool:
+        """Whether an orchestrator event becomes a delivery (``WebhookSettings.wants``)."""
+        return self.settings.wants(event_type, data)
+
     async def _scan_loop(self) -> None:
         while True:
             try:
@@ -119,7 +133,7 @@ class WebhookService:
         while True:
             try:
                 async for _channel, payload in self.bus.subscribe(EVENTS_CHANNEL):
-                    if payload.get("event_type") in SOURCE_EVENT_TYPES:
+                    if self.wants(str(payload.get("event_type")), payload.get("data") or {}):
                         self._wake.set()
             except asyncio.CancelledError:
                 raise
@@ -128,31 +142,25 @@ class WebhookService:
                 await asyncio.sleep(1)
 
     async def scan_once(self) -> int:
-        """Enqueue deliveries for stored events after the cursor; returns how many
-        events were handled (each at most once per replica)."""
-        if self._position is None:
-            self._position = (await self.cursor.load()) or _position_at(time.time_ns())
-        after = _lookback(self._position)
-        handled, newest = 0, self._position
+        """Enqueue the deliveries of every event in ``event_inbox``, oldest first,
+        deleting each entry once its deliveries are enqueued; returns how many entries
+        this call handled. An entry whose handling fails stays for the next scan (the
+        entries after it are still handled)."""
+        handled = 0
         while True:
-            page = await self.events.since(after, SOURCE_EVENT_TYPES, PAGE)
+            page = await self.events.inbox_page(PAGE)
+            failed = 0
             for event in page:
-                event_id = str(event["id"])
-                after = max(after, event_id)
-                newest = max(newest, event_id)
-                if event_id in self._seen:
+                try:
+                    await self.handle_event(event)
+                    await self.events.remove_from_inbox(str(event["id"]))
+                except Exception as exc:
+                    failed += 1
+                    log.warning("webhook inbox entry kept: %s", type(exc).__name__)
                     continue
-                await self.handle_event(event)
-                self._seen[event_id] = event_id
                 handled += 1
-            if len(page) < PAGE:
-                break
-        if newest != self._position:
-            self._position = newest
-            await self.cursor.advance(newest)
-        floor = _lookback(self._position)
-        self._seen = {k: v for k, v in self._seen.items() if k > floor}
-        return handled
+            if failed or len(page) < PAGE:
+                return handled
 
     async def handle_event(self, event: Mapping[str, Any]) -> int:
         """Enqueue one delivery per subscribed endpoint; returns how many this call created."""
@@ -234,15 +242,3 @@ class WebhookService:
     @staticmethod
     def _count(item: OutboxItem, result: AttemptResult, outcome: str) -> None:
         WEBHOOK_DELIVERIES.labels(outcome).inc()
-
-
-def _position_at(ns: int) -> str:
-    return f"{ns:020d}"
-
-
-def _lookback(position: str) -> str:
-    try:
-        ns = int(position[:20])
-    except ValueError:
-        return position
-    return _position_at(max(0, ns - LOOKBACK_SECONDS * 1_000_000_000))

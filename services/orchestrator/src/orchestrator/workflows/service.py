@@ -52,7 +52,13 @@ async def submit(
             raise Conflict("Request with this Idempotency-Key is being processed, retry")
         if existing["body_hash"] != digest:
             raise Conflict("Idempotency-Key was already used with a different request")
-        return str(existing["task_id"])
+        task_id = str(existing["task_id"])
+        if await engine.store.get(task_id) is None:
+            # The first request claimed the key and died before creating its task (or
+            # is still creating it): create it now under the same id. A task that was
+            # created meanwhile is not an error; it is created, queued and announced once.
+            await engine.create_task(replace(spec, task_id=task_id))
+        return task_id
     try:
         return await engine.create_task(replace(spec, task_id=task_id))
     except BaseException:
