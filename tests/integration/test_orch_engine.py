@@ -328,6 +328,7 @@ async def test_task_shown_running_after_its_final_is_repaired(
     store = engine.store
     long_ago = doc["completed_at"] - timedelta(seconds=60)
     await store.update_attempt(f"{task_id}:1", {"ended_at": long_ago})
+    await store.finals.update_one({"_id": task_id}, {"$set": {"completed_at": long_ago}})
     await store.tasks.update_one({"_id": task_id}, {"$set": {"status": "Running"}})
     await store.enqueue([queue_entry(doc)])
     await store.index.move(task_id, "Running")
@@ -345,6 +346,11 @@ async def test_task_shown_running_after_its_final_is_repaired(
     assert await store.count(status="Completed") == 1
     # Nothing ran again: still the one attempt.
     assert [a["_id"] for a in await store.attempts(task_id)] == [f"{task_id}:1"]
+    # The final is announced again, for consumers that missed it (at least once).
+    finals = await store.db["events"].count_documents(
+        {"data.task_id": task_id, "data.status": "completed"}
+    )
+    assert finals == 2
 
 
 async def test_task_running_without_attempt_or_final_goes_back_to_the_queue(

@@ -222,3 +222,41 @@ async def test_busy_store_is_503_and_a_store_bug_is_500(
     bug = await client.get("/db-bug")
     assert bug.status == 500
     assert await bug.json() == {"success": False, "error": "Internal server error"}
+
+
+@pytest.mark.parametrize(("tier", "status"), [("general", 200), ("batch", 200), ("auth", 503)])
+async def test_rate_limiter_without_redis_fails_closed_only_for_auth(
+    tier: str, status: int
+) -> None:
+    """With Redis down, a capacity limit lets an authenticated caller through; the
+    limit that guards against credential guessing refuses (503 + Retry-After)."""
+    from redis.asyncio import Redis
+
+    from provisioning_common.config import CommonSettings
+    from provisioning_common.ratelimit import RateLimiter
+    from provisioning_common.webapp import COMMON_SETTINGS, RATE_LIMITER, enforce_rate_limit
+
+    async def limited_route(request: web.Request) -> web.Response:
+        await enforce_rate_limit(request, tier, "user:1", 5)
+        return ok("served")
+
+    dead = Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5, socket_timeout=0.5)
+    app = web.Application(middlewares=make_middlewares("test"))
+    app[COMMON_SETTINGS] = CommonSettings(
+        service="test",
+        host="127.0.0.1",
+        port=1,
+        mongodb_url="mongodb://unused",
+        database="unused",
+        redis_url="redis://127.0.0.1:1",
+    )
+    app[RATE_LIMITER] = RateLimiter(dead)
+    app.router.add_get("/limited", limited_route)
+    try:
+        async with TestClient(TestServer(app)) as test_client:
+            resp = await test_client.get("/limited")
+            assert resp.status == status
+            if status == 503:
+                assert resp.headers["Retry-After"] == "5"
+    finally:
+        await dead.aclose()

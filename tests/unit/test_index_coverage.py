@@ -338,13 +338,6 @@ QUERIES: tuple[Query, ...] = (
         why="GET /rollback/operations",
     ),
     _o(
-        "rollback/repository.py:RollbackRepository.ledger_entries",
-        "find",
-        "operations_ledger",
-        {"_id": {"$in": [V]}},
-        why="batch coordinator (applied tasks of a finished batch), rollback",
-    ),
-    _o(
         "rollback/repository.py:RollbackRepository.ledger_after",
         "find",
         "operations_ledger",
@@ -565,37 +558,15 @@ QUERIES: tuple[Query, ...] = (
         {"expires": {"$lt": V}},
         why="purge loop",
     ),
-    _c(
-        "auth/repository.py:LoginRepository.latest_lockout",
-        "find",
-        "lockouts",
-        {"key": V},
-        sort=(("locked_at", -1),),
-        why="login",
-    ),
-    _c(
-        "auth/repository.py:LoginRepository.count_failures",
-        "count_documents",
-        "login_failures",
-        {"key": V, "at": R},
-        why="failed login",
-    ),
     *(
         _c(
-            "auth/repository.py:LoginRepository.count_lockouts",
-            "count_documents",
-            "lockouts",
-            flt,
-            why="failed login over the budget",
+            "auth/repository.py:LoginRepository.purge",
+            "delete_many",
+            collection,
+            {"at": {"$lt": V}},
+            why="purge loop",
         )
-        for flt in ({"key": V}, {"key": V, "locked_at": R})
-    ),
-    _c(
-        "auth/repository.py:LoginRepository.purge_failures",
-        "delete_many",
-        "login_failures",
-        {"at": {"$lt": V}},
-        why="purge loop",
+        for collection in ("login_slots", "login_known")
     ),
     _c(
         "keys/repository.py:KeyRepository.recent",

@@ -88,5 +88,12 @@ class TooManyRequests(ApiError):
 
 
 class ServiceUnavailable(ApiError):
+    """A dependency is down or busy: the client may retry, and is told when."""
+
     status = 503
     default_message = "Service unavailable"
+    retry_after_seconds = 5
+
+    def __init__(self, message: str | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.headers.setdefault("Retry-After", str(self.retry_after_seconds))

@@ -74,6 +74,10 @@ async def _add_rate_headers(request: web.Request, response: web.StreamResponse) 
             response.headers.setdefault(name, value)
 
 
+# Tiers whose limit guards against credential guessing: without Redis they refuse.
+FAIL_CLOSED_TIERS = frozenset({"auth"})
+
+
 async def enforce_rate_limit(
     request: web.Request, tier: str, subject: str, limit: int
 ) -> RateDecision | None:
@@ -86,9 +90,14 @@ async def enforce_rate_limit(
     limiter = request.app[RATE_LIMITER]
     try:
         decision = await limiter.hit(tier, subject, limit, settings.rate_limits.window_seconds)
-    except Exception as exc:  # Redis down: fail closed, clearly
-        log.warning("rate limiter unavailable: %s", type(exc).__name__)
-        raise ServiceUnavailable("Rate limiter unavailable, try again later") from exc
+    except Exception as exc:
+        log.warning("rate limiter unavailable (%s), tier %s", type(exc).__name__, tier)
+        if tier in FAIL_CLOSED_TIERS:
+            raise ServiceUnavailable("Rate limiter unavailable, try again later") from exc
+        # The other tiers protect capacity, not credentials: with Redis down, an
+        # authenticated caller is served rather than refused (DESIGN: Redis holds
+        # nothing that cannot be lost).
+        return None
     request[RATE_HEADERS] = decision.headers()
     if not decision.allowed:
         RATE_LIMIT_REJECTIONS.labels(settings.service, tier).inc()

@@ -846,12 +846,15 @@ class Engine:
             await self._emit_status(merged, status)
         else:
             await asyncio.gather(self._emit_status(merged, status), self.store.dequeue(task_id))
+        await self._notify_final(merged)
+        return True
+
+    async def _notify_final(self, task: Document) -> None:
         for listener in self._listeners:
             try:
-                await listener(merged)
+                await listener(task)
             except Exception:
-                log.exception("final listener failed for task %s", task_id)
-        return True
+                log.exception("final listener failed for task %s", task["_id"])
 
     async def _repair(
         self, task: Document, final: Document, extra: Mapping[str, Any] | None = None
@@ -870,6 +873,18 @@ class Engine:
             }
             await self.store.update_task(task_id, fields)
             metrics.REPAIRS.inc()
+            decided = final.get("completed_at")
+            grace = timedelta(seconds=self.settings.lease_seconds / 2)
+            if (
+                task.get("status") != final["status"]
+                and decided is not None
+                and as_utc(decided) < utcnow() - grace
+            ):
+                # Its decider died (or lost the store) before announcing it, or it would
+                # have by now: announce it. Listeners and consumers take a final twice.
+                merged = {**task, **fields}
+                await self._emit_status(merged, str(final["status"]))
+                await self._notify_final(merged)
         if self._loops:
             self._dequeue_pending.add(task_id)
         else:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -66,7 +67,9 @@ class RollbackRepository:
         return [d async for d in cursor], total
 
     async def ledger_entries(self, ids: Sequence[str]) -> list[Document]:
-        return [d async for d in self.ledger.find({"_id": {"$in": list(ids)}})]
+        # One point read each: FerretDB reads the whole (growing) ledger for ``$in``.
+        docs = await asyncio.gather(*(self.ledger.find_one({"_id": i}) for i in dict.fromkeys(ids)))
+        return [d for d in docs if d is not None]
 
     async def ledger_after(self, position: datetime) -> list[Document]:
         cursor = self.ledger.find({"applied_at": {"$gt": position}}).sort(
