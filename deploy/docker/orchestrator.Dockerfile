@@ -35,7 +35,10 @@ RUN apt-get update \
 # /opt/provisioning-cli: where compose mounts a CLI (a volume inherits this owner).
 COPY --from=build /opt/venv /opt/venv
 # Read-only root filesystem: nothing is written outside /tmp (mount a tmpfs/emptyDir there).
+# Production mode: the service refuses to start without its secrets (keys, storage URLs)
+# instead of generating or defaulting them; PROVISIONING_ENV=development opts out.
 ENV PATH=/opt/venv/bin:$PATH \
+    PROVISIONING_ENV=production \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp \

@@ -3,6 +3,7 @@
 
     python3 deploy/local/devstack.py setup      # .venv with every package editable + dev deps,
                                                 # redis-server and a MongoDB-compatible server
+    python3 deploy/local/devstack.py setup --group bench  # ... and the bench group (make bench)
     python3 deploy/local/devstack.py servers    # start Redis + MongoDB/FerretDB, print URLs, wait
     python3 deploy/local/devstack.py run        # servers + control center + orchestrator
 
@@ -36,6 +37,8 @@ FERRETDB_VERSION = "v1.24.2"
 FERRETDB_SRC = Path(__file__).resolve().parent / "ferretdb"
 CACHE = Path(os.environ.get("PROVISIONING_CACHE", Path.home() / ".cache" / "provisioning"))
 PACKAGES = ["libs/common", "libs/client", "services/orchestrator", "services/control_center"]
+# Exact versions of every third-party package (reproducible installs; `make lint` audits it).
+CONSTRAINTS = ROOT / "constraints.txt"
 
 
 def log(msg: str) -> None:
@@ -50,8 +53,11 @@ def venv_python() -> Path:
 
 
 def ensure_venv() -> None:
+    """Install (again) when a pyproject.toml or constraints.txt is newer than the stamp.
+    Every install is constrained to the exact versions of ``constraints.txt``."""
     stamp = VENV / ".provisioning-installed"
-    inputs = [ROOT / "pyproject.toml"] + [ROOT / p / "pyproject.toml" for p in PACKAGES]
+    inputs = [ROOT / "pyproject.toml", CONSTRAINTS]
+    inputs += [ROOT / p / "pyproject.toml" for p in PACKAGES]
     newest = max(p.stat().st_mtime for p in inputs)
     if stamp.exists() and stamp.stat().st_mtime >= newest:
         return
@@ -63,9 +69,25 @@ def ensure_venv() -> None:
     args = [*pip, "install"]
     for pkg in PACKAGES:
         args += ["-e", str(ROOT / pkg)]
-    args += ["--group", f"{ROOT / 'pyproject.toml'}:dev"]
-    log("installing packages (editable) and dev dependencies")
+    args += ["--group", f"{ROOT / 'pyproject.toml'}:dev", "-c", str(CONSTRAINTS)]
+    log("installing packages (editable) and dev dependencies, pinned by constraints.txt")
     subprocess.run(args, check=True, cwd=ROOT)
+    stamp.touch()
+
+
+def ensure_group(name: str) -> None:
+    """Install one more dependency group of the root pyproject.toml into .venv (e.g.
+    ``bench``: Celery for the storage bench), pinned by constraints.txt; again whenever
+    either changes."""
+    ensure_venv()
+    stamp = VENV / f".provisioning-group-{name}"
+    newest = max(p.stat().st_mtime for p in (ROOT / "pyproject.toml", CONSTRAINTS))
+    if stamp.exists() and stamp.stat().st_mtime >= newest:
+        return
+    log(f"installing the {name} dependency group, pinned by constraints.txt")
+    pip = [str(venv_python()), "-m", "pip", "--disable-pip-version-check", "-q", "install"]
+    group = f"{ROOT / 'pyproject.toml'}:{name}"
+    subprocess.run([*pip, "--group", group, "-c", str(CONSTRAINTS)], check=True, cwd=ROOT)
     stamp.touch()
 
 
@@ -235,6 +257,8 @@ class Stack:
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     mongo_process: subprocess.Popen[bytes] | None = None
     mongo_port: int = 0
+    redis_process: subprocess.Popen[bytes] | None = None
+    redis_port: int = 0
 
     def env(self) -> dict[str, str]:
         return {"MONGODB_URL": self.mongodb_url, "REDIS_URL": self.redis_url}
@@ -243,6 +267,40 @@ class Stack:
         for proc in reversed(self.processes):
             stop_process(proc)
         self.processes.clear()
+
+    def stop_redis(self) -> None:
+        if self.redis_process is not None:
+            stop_process(self.redis_process)
+            self.processes.remove(self.redis_process)
+            self.redis_process = None
+
+    def start_redis(self) -> None:
+        """(Re)start Redis on the same port (empty: it persists nothing)."""
+        binary = ensure_redis()
+        port = self.redis_port or free_port()
+        self.redis_port = port
+        argv = [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.workdir),
+            "--protected-mode",
+            "yes",
+        ]
+        proc = subprocess.Popen(
+            argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
+        self.processes.append(proc)
+        self.redis_process = proc
+        wait_until(lambda: redis_ping(port), f"redis-server on port {port}")
+        self.redis_url = f"redis://127.0.0.1:{port}/0"
 
     def stop_mongo(self) -> None:
         if self.mongo_process is not None:
@@ -278,7 +336,13 @@ class Stack:
         self.mongo_process = proc
         self.mongo_kind = kind
         wait_until(lambda: mongo_ping(port), f"{kind} on port {port}")
-        self.mongodb_url = f"mongodb://127.0.0.1:{port}/"
+        # FerretDB v1.24 runs an update (or upsert) with a read cursor open while it takes a
+        # second SQLite connection to write, from a pool of 100: a hundred concurrent
+        # writes hold every connection and wait for one more, forever (reproduced with
+        # 200 concurrent update_one by _id). Each client therefore keeps at most 16
+        # operations in flight, so the few processes of a local stack stay far below it.
+        options = "?maxPoolSize=16" if kind == "ferretdb" else ""
+        self.mongodb_url = f"mongodb://127.0.0.1:{port}/{options}"
 
 
 def stop_process(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
@@ -303,31 +367,7 @@ def start_servers(workdir: Path | None = None) -> Stack:
         if given_redis:
             stack.redis_url = given_redis
         else:
-            redis = ensure_redis()
-            port = free_port()
-            proc = subprocess.Popen(
-                [
-                    redis,
-                    "--port",
-                    str(port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dir",
-                    str(stack.workdir),
-                    "--protected-mode",
-                    "yes",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-            stack.processes.append(proc)
-            wait_until(lambda: redis_ping(port), f"redis-server on port {port}")
-            stack.redis_url = f"redis://127.0.0.1:{port}/0"
+            stack.start_redis()
         given_mongo = os.environ.get("MONGODB_URL")
         if given_mongo:
             stack.mongodb_url = given_mongo
@@ -352,8 +392,10 @@ def running_servers(workdir: Path | None = None) -> Iterator[Stack]:
 # ----------------------------------------------------------------------- commands
 
 
-def cmd_setup(_: argparse.Namespace) -> None:
+def cmd_setup(args: argparse.Namespace) -> None:
     ensure_venv()
+    for group in args.group:
+        ensure_group(group)
     ensure_redis()
     kind, path = ensure_mongo()
     kustomize = ensure_kustomize()  # renders deploy/k8s in the deploy tests
@@ -442,7 +484,11 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("setup").set_defaults(func=cmd_setup)
+    p = sub.add_parser("setup")
+    p.add_argument(
+        "--group", action="append", default=[], help="also install this dependency group"
+    )
+    p.set_defaults(func=cmd_setup)
     p = sub.add_parser("servers")
     p.add_argument("--dir")
     p.set_defaults(func=cmd_servers)

@@ -15,6 +15,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from control_center.settings import PRODUCTION_SECRETS as CC_SECRETS
+from orchestrator.settings import PRODUCTION_SECRETS as ORCH_SECRETS
+from provisioning_common.config import PRODUCTION_STORAGE
 from tests.support.stack import ROOT, devstack
 
 K8S_VERSION = "1.33.0"
@@ -23,6 +26,12 @@ OVERLAYS = ("dev", "prod")
 APPS = {"control-center": 9080, "orchestrator": 9090}
 PREFIXES = {"control-center": "/api/control-center", "orchestrator": "/api/orchestrator"}
 POD_KINDS = {"Deployment", "StatefulSet", "Job"}
+# Each service's own MongoDB user (readWrite on its own database) and Redis ACL user.
+USERS = {
+    "control-center": ("control_center", "provisioning_control_center", "CONTROL_CENTER"),
+    "orchestrator": ("orchestrator", "provisioning_orchestrator", "ORCHESTRATOR"),
+}
+PRODUCTION_REQUIRES = {"control-center": CC_SECRETS, "orchestrator": ORCH_SECRETS}
 
 Manifest = dict[str, Any]
 
@@ -237,7 +246,8 @@ def test_generated_secrets_are_dev_only_and_harmless(
 ) -> None:
     assert by_kind(rendered["prod"], "Secret") == [], "prod takes every Secret from outside"
     names = {d["metadata"]["name"].rsplit("-", 1)[0] for d in by_kind(rendered["dev"], "Secret")}
-    assert names == {"provisioning-storage", "orchestrator-config"}
+    # storage credentials are secrets in dev too: created by the operator, not generated
+    assert names == {"orchestrator-config"}
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -297,12 +307,6 @@ def test_dev_runs_mongodb_and_redis_in_cluster(rendered: dict[str, list[Manifest
     )
     init = one(docs, "Job", "mongodb-rs-init")
     assert "rs.initiate" in " ".join(init["spec"]["template"]["spec"]["containers"][0]["command"])
-    storage = next(
-        d
-        for d in by_kind(docs, "Secret")
-        if d["metadata"]["name"].startswith("provisioning-storage")
-    )
-    assert set(storage["data"]) == {"MONGODB_URL", "REDIS_URL"}
     orch = one(docs, "Deployment", "orchestrator")["spec"]["template"]["spec"]["containers"][0]
     assert orch["image"].endswith(":dev-simulator")
     for name in ("mongodb-ingress", "redis-ingress"):
@@ -326,10 +330,113 @@ def test_prod_uses_external_storage_and_more_replicas(
             for e in container["env"]
             if "secretKeyRef" in e.get("valueFrom", {})
         }
-        assert refs["MONGODB_URL"] == refs["REDIS_URL"] == "provisioning-storage"
+        assert refs["MONGODB_URL"] == refs["REDIS_URL"] == f"{app}-storage"
         image = container["image"]
         assert image.startswith("registry.example.com/")
         assert not fnmatch.fnmatch(image, "*:latest")
         assert "dev" not in image.rsplit(":", 1)[1]
     ingress = one(docs, "Ingress", "provisioning")
     assert ingress["spec"]["tls"][0]["secretName"] == "provisioning-tls"
+
+
+def secret_env(container: Manifest) -> dict[str, tuple[str, str]]:
+    return {
+        e["name"]: (e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
+        for e in container.get("env", [])
+        if "secretKeyRef" in e.get("valueFrom", {})
+    }
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_service_has_its_own_storage_credentials(
+    rendered: dict[str, list[Manifest]], overlay: str
+) -> None:
+    """MONGODB_URL / REDIS_URL (credentials included) from a Secret of the service's own,
+    never a plain value and never shared with the other service."""
+    text = (K8S / "base/secrets.template.yaml").read_text()
+    names = {d["metadata"]["name"] for d in templates()}
+    seen: set[str] = set()
+    for app in APPS:
+        container = one(rendered[overlay], "Deployment", app)["spec"]["template"]["spec"][
+            "containers"
+        ][0]
+        refs = secret_env(container)
+        assert refs["MONGODB_URL"] == (f"{app}-storage", "MONGODB_URL")
+        assert refs["REDIS_URL"] == (f"{app}-storage", "REDIS_URL")
+        seen.add(refs["MONGODB_URL"][0])
+        # the template documents this service's user, in its own database
+        assert f"{app}-storage" in names
+        user, database, _ = USERS[app]
+        assert f"mongodb://{user}:<" in text
+        assert f"@mongodb-0.mongodb:27017/{database}?replicaSet=rs0" in text
+        assert f"redis://{user}:<" in text
+    assert len(seen) == len(APPS)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_production_mode_gets_what_it_requires(
+    rendered: dict[str, list[Manifest]], overlay: str
+) -> None:
+    """prod runs the images' production mode and gives each service every variable it
+    requires there; dev opts out explicitly (the signing key is generated)."""
+    docs = rendered[overlay]
+    for app, required in PRODUCTION_REQUIRES.items():
+        config = one(docs, "ConfigMap", f"{app}-config")["data"]
+        if overlay == "prod":
+            assert "PROVISIONING_ENV" not in config, "the image's production default applies"
+        else:
+            assert config["PROVISIONING_ENV"] == "development"
+            continue
+        container = one(docs, "Deployment", app)["spec"]["template"]["spec"]["containers"][0]
+        given = set(config) | {e["name"] for e in container.get("env", [])}
+        optional = {
+            e["name"]
+            for e in container.get("env", [])
+            if e.get("valueFrom", {}).get("secretKeyRef", {}).get("optional")
+        }
+        for item in (*PRODUCTION_STORAGE, *required):
+            names = (item,) if isinstance(item, str) else item
+            present = [n for n in names if n in given and n not in optional]
+            assert present, f"{app}: none of {names} (or only optional)"
+            assert all(config.get(n, "x") != "" for n in present), f"{app}: {names} empty"
+
+
+def test_dev_mongodb_and_redis_require_authentication(
+    rendered: dict[str, list[Manifest]],
+) -> None:
+    docs = rendered["dev"]
+    mongo = one(docs, "StatefulSet", "mongodb")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in mongo["env"]}
+    assert env["MONGO_INITDB_ROOT_USERNAME"]["value"] == "root"
+    assert secret_env(mongo)["MONGO_INITDB_ROOT_PASSWORD"] == (
+        "mongodb-credentials",
+        "MONGO_ROOT_PASSWORD",
+    )
+    keyfile = mongo["args"][mongo["args"].index("--keyFile") + 1]
+    assert f"chmod 0400 {keyfile}" in " ".join(mongo["command"])
+    init = one(docs, "Job", "mongodb-rs-init")["spec"]["template"]["spec"]["containers"][0]
+    script = " ".join(init["command"])
+    assert 'auth("root", process.env.MONGO_ROOT_PASSWORD)' in script
+    assert script.index(".auth(") < script.index("rs.initiate")
+    assert 'const roles = [{role: "readWrite", db: name}]' in script
+    init_refs = secret_env(init)
+    for user, database, suffix in USERS.values():
+        assert f'["{user}", "{database}", "MONGO_{suffix}_PASSWORD"]' in script
+        variable = f"MONGO_{suffix}_PASSWORD"
+        assert init_refs[variable] == ("mongodb-credentials", variable)
+    redis = one(docs, "StatefulSet", "redis")["spec"]["template"]["spec"]["containers"][0]
+    assert redis["args"][:2] == ["redis-server", "-"], "ACL configuration on stdin"
+    users = {
+        line.split()[1]: line.split()[2:]
+        for line in redis["command"][2].splitlines()
+        if line.startswith("user ")
+    }
+    assert users["default"] == ["on", "nopass", "resetchannels", "-@all", "+ping"]
+    redis_refs = secret_env(redis)
+    for user, _, suffix in USERS.values():
+        variable = f"REDIS_{suffix}_PASSWORD"
+        assert "nopass" not in users[user]
+        assert f">${{{variable}}}" in users[user]
+        assert {"-@admin", "-@dangerous"} <= set(users[user])
+        assert redis_refs[variable] == ("redis-credentials", variable)
+    assert set(users) == {"default"} | {u for u, _, _ in USERS.values()}

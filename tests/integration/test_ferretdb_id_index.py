@@ -7,11 +7,15 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
+
+from provisioning_common.mongo import open_client
 
 # The statements FerretDB v1.24's SQLite backend issues for an exact ``{_id: v}``.
 _POINT_QUERIES = {
@@ -75,3 +79,23 @@ async def test_collection_created_after_start_gets_id_path_index(
     await collection.delete_one({"_id": "doc-8"})
     assert await collection.find_one({"_id": "doc-8"}) is None
     assert await collection.count_documents({}) == 199
+
+
+async def test_a_burst_of_concurrent_updates_completes(stack: Any) -> None:
+    """FerretDB holds two of its 100 SQLite connections per update; clients built from
+    the stack's URL keep few enough operations in flight that a burst cannot take them
+    all (before the URL capped the pool, 1,000 concurrent update_one hung it for good)."""
+    client: AsyncMongoClient[dict[str, Any]] = open_client(stack.mongodb_url)
+    db = client[f"burst_{uuid.uuid4().hex[:8]}"]
+    try:
+        items = db["items"]
+        await items.insert_many([{"_id": f"d{i}", "v": 0} for i in range(300)])
+        for _ in range(3):
+            burst = (
+                items.update_one({"_id": f"d{i % 300}"}, {"$inc": {"v": 1}}) for i in range(1000)
+            )
+            await asyncio.wait_for(asyncio.gather(*burst), timeout=120)
+        assert (await items.find_one({"_id": "d0"}) or {}).get("v") == 12  # 4 per round
+    finally:
+        await client.drop_database(db.name)
+        await client.close()

@@ -9,10 +9,15 @@ import functools
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jsonschema
 import pytest
 import yaml
+
+from control_center.settings import PRODUCTION_SECRETS as CC_SECRETS
+from orchestrator.settings import PRODUCTION_SECRETS as ORCH_SECRETS
+from provisioning_common.config import PRODUCTION_STORAGE
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "compose.yaml"
@@ -22,6 +27,34 @@ APPS = ("control-center", "orchestrator")
 # Go's time.ParseDuration syntax, which compose-go registers as the "duration" format.
 _GO_DURATION = re.compile(r"^[-+]?(?:\d+(?:\.\d*)?(?:ns|us|µs|ms|s|m|h))+$|^0$")
 _VAR = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)(?::?[-?][^}]*)?\}")
+# Each service's own MongoDB user (readWrite on its own database) and Redis ACL user.
+USERS = {
+    "control-center": ("control_center", "provisioning_control_center", "CONTROL_CENTER"),
+    "orchestrator": ("orchestrator", "provisioning_orchestrator", "ORCHESTRATOR"),
+}
+SECRETS = (
+    "BOOTSTRAP_ADMIN_PASSWORD",
+    "SERVICE_CLIENT_SECRET",
+    "JWT_PRIVATE_KEY",
+    "MFA_ENCRYPTION_KEY",
+    "MONGO_ROOT_PASSWORD",
+    "MONGO_CONTROL_CENTER_PASSWORD",
+    "MONGO_ORCHESTRATOR_PASSWORD",
+    "REDIS_CONTROL_CENTER_PASSWORD",
+    "REDIS_ORCHESTRATOR_PASSWORD",
+)
+
+
+def required_variable(value: str) -> str:
+    """The variable of a ``${NAME:?message}`` value: compose refuses to start without it."""
+    match = re.fullmatch(r"\$\{([A-Z_][A-Z0-9_]*):\?[^}]*\}", value)
+    assert match, f"{value!r} is not a required variable"
+    return match.group(1)
+
+
+def interpolate(value: str) -> str:
+    """``${NAME...}`` replaced by ``<NAME>``, as compose would with the .env values."""
+    return _VAR.sub(lambda m: f"<{m.group(1)}>", value)
 
 
 def load_compose() -> dict[str, Any]:
@@ -138,9 +171,8 @@ def test_env_example_documents_every_variable_and_holds_no_secret() -> None:
     example = ENV_EXAMPLE.read_text()
     documented = set(re.findall(r"^#?\s*([A-Z_][A-Z0-9_]*)=", example, re.MULTILINE))
     assert used <= documented, used - documented
-    for line in example.splitlines():
-        if line.startswith(("BOOTSTRAP_ADMIN_PASSWORD=", "SERVICE_CLIENT_SECRET=")):
-            assert line.endswith("="), "no secret value ships"
+    for name in SECRETS:
+        assert f"\n{name}=\n" in example, f"{name}: documented, and no secret value ships"
 
 
 def test_named_volumes_are_declared_and_used(compose: dict[str, Any]) -> None:
@@ -198,3 +230,91 @@ def test_images_are_pinned(compose: dict[str, Any]) -> None:
         image = service["image"]
         assert ":" in image, name
         assert not image.endswith(":latest"), name
+
+
+def test_mongodb_requires_authentication(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    mongo = services["mongodb"]
+    env = mongo["environment"]
+    assert env["MONGO_INITDB_ROOT_USERNAME"] == "root"
+    assert required_variable(env["MONGO_INITDB_ROOT_PASSWORD"]) == "MONGO_ROOT_PASSWORD"
+    # access control on a replica set: a key file, made before the image's entrypoint runs
+    command = mongo["command"]
+    keyfile = command[command.index("--keyFile") + 1]
+    prepare = " ".join(mongo["entrypoint"])
+    assert f"> {keyfile}" in prepare
+    assert f"chmod 0400 {keyfile}" in prepare
+    assert 'exec docker-entrypoint.sh "$$@"' in prepare
+    init = services["mongodb-init"]
+    script = " ".join(init["command"])
+    assert 'auth("root", process.env.MONGO_ROOT_PASSWORD)' in script
+    assert script.index(".auth(") < script.index("rs.initiate")
+    assert required_variable(init["environment"]["MONGO_ROOT_PASSWORD"]) == "MONGO_ROOT_PASSWORD"
+
+
+def test_redis_requires_authentication(compose: dict[str, Any]) -> None:
+    redis = compose["services"]["redis"]
+    assert redis["command"][:2] == ["redis-server", "-"], "ACL configuration on stdin"
+    config = redis["entrypoint"][2]
+    users = {
+        line.split()[1]: line.split()[2:]
+        for line in config.splitlines()
+        if line.startswith("user ")
+    }
+    # without a password, only PING (the healthcheck): no key, no channel, no command
+    assert users["default"] == ["on", "nopass", "resetchannels", "-@all", "+ping"]
+    for app, (user, _, suffix) in USERS.items():
+        rules = users[user]
+        assert "nopass" not in rules, app
+        assert f">$${{REDIS_{suffix}_PASSWORD}}" in rules, app
+        assert {"-@admin", "-@dangerous"} <= set(rules), app
+        variable = required_variable(redis["environment"][f"REDIS_{suffix}_PASSWORD"])
+        assert variable == f"REDIS_{suffix}_PASSWORD"
+    assert set(users) == {"default"} | {u for u, _, _ in USERS.values()}
+
+
+def test_each_service_has_its_own_database_user(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    init_script = " ".join(services["mongodb-init"]["command"])
+    init_env = services["mongodb-init"]["environment"]
+    assert 'const roles = [{role: "readWrite", db: name}]' in init_script
+    seen: set[str] = set()
+    for app, (user, database, suffix) in USERS.items():
+        env = services[app]["environment"]
+        mongo = urlsplit(interpolate(env["MONGODB_URL"]))
+        assert (mongo.scheme, mongo.hostname, mongo.port) == ("mongodb", "mongodb", 27017)
+        assert mongo.username == user
+        assert mongo.password == f"<MONGO_{suffix}_PASSWORD>"
+        # the user lives in (authenticates against) its own database
+        assert mongo.path == f"/{database}"
+        assert f'["{user}", "{database}", "MONGO_{suffix}_PASSWORD"]' in init_script
+        assert required_variable(init_env[f"MONGO_{suffix}_PASSWORD"]) == f"MONGO_{suffix}_PASSWORD"
+        redis = urlsplit(interpolate(env["REDIS_URL"]))
+        assert (redis.scheme, redis.hostname, redis.port) == ("redis", "redis", 6379)
+        assert redis.username == user
+        assert redis.password == f"<REDIS_{suffix}_PASSWORD>"
+        seen.add(user)
+    assert len(seen) == len(USERS), "no shared user"
+
+
+@pytest.mark.parametrize(
+    ("app", "required"),
+    [("control-center", CC_SECRETS), ("orchestrator", ORCH_SECRETS)],
+)
+def test_compose_gives_what_production_mode_requires(
+    compose: dict[str, Any], app: str, required: tuple[str | tuple[str, ...], ...]
+) -> None:
+    """The images run with PROVISIONING_ENV=production: compose sets every variable that
+    requires, each from .env (compose refuses to start without it), or a fixed value."""
+    env = compose["services"][app]["environment"]
+    assert "PROVISIONING_ENV" not in env, "the image's production default applies"
+    for item in (*PRODUCTION_STORAGE, *required):
+        names = (item,) if isinstance(item, str) else item
+        given = [n for n in names if n in env]
+        assert given, f"{app}: none of {names}"
+        value = str(env[given[0]])
+        assert value, f"{app}: {given[0]} is empty"
+        assert "${" not in value or ":?" in value, f"{app}: {given[0]} is optional"
+    if app == "control-center":
+        assert required_variable(env["JWT_PRIVATE_KEY"]) == "JWT_PRIVATE_KEY"
+        assert required_variable(env["MFA_ENCRYPTION_KEY"]) == "MFA_ENCRYPTION_KEY"

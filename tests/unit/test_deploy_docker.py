@@ -163,3 +163,17 @@ def test_healthcheck_json_escaping_round_trips() -> None:
         line = next(ln for ln in path.read_text().splitlines() if ln.strip().startswith("CMD ["))
         argv = json.loads(line.strip()[len("CMD ") :])
         assert argv[:2] == ["python", "-c"]
+
+
+@pytest.mark.parametrize("service", sorted(IMAGES))
+def test_images_run_in_production_mode_by_default(service: str) -> None:
+    """PROVISIONING_ENV=production in the runtime stage, so every target inherits it and
+    a container refuses to start without its secrets (``make run`` and the tests, which
+    do not set it, stay in development mode)."""
+    _, parsed = stages(IMAGES[service])
+    runtime = next(s for s in parsed if s.name == "runtime")
+    env = " ".join(" ".join(c.value) for c in runtime.all("ENV"))
+    assert "PROVISIONING_ENV production" in env
+    for stage in parsed:
+        later = " ".join(" ".join(c.value) for c in stage.all("ENV"))
+        assert "PROVISIONING_ENV development" not in later, stage.name

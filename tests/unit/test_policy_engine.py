@@ -7,6 +7,10 @@ from typing import Any
 import pytest
 
 from provisioning_common.policy import (
+    MAX_COMPREHENSION_NESTING,
+    MAX_EVAL_STEPS,
+    MAX_LITERAL_ITEMS,
+    ConditionTooComplex,
     Decision,
     Policy,
     PolicyConditionError,
@@ -104,8 +108,8 @@ def test_contract_condition_user_role() -> None:
     e = engine(rule("Allow", "servers:*", "create", "read", condition="user.role == 'admin'"))
     assert decide(e, ADMIN, "create", "servers:a").allowed
     assert not decide(e, VIEWER, "create", "servers:a").allowed
-    # the first role is `role`
-    assert not decide(
+    # whatever the position of the role (issue 13 item 9)
+    assert decide(
         e, {"id": "x", "username": "x", "roles": ["operator", "admin"]}, "create", "servers:a"
     ).allowed
 
@@ -264,3 +268,139 @@ def test_decision_to_dict() -> None:
     assert d["allowed"] is True
     assert d["decision"] == "Allow"
     assert d["matched_rules"][0]["policy_id"] == "p1"
+
+
+# --- user.role holds for every role the user has (issue 13 item 9) -------------------------
+ADMIN_OPERATOR = {"id": "u3", "username": "carol", "roles": ["admin", "operator"]}
+OPERATOR = {"id": "u4", "username": "dave", "roles": ["operator"]}
+NO_ROLES = {"id": "u5", "username": "erin", "roles": []}
+
+
+@pytest.mark.parametrize(
+    ("condition", "user", "allowed"),
+    [
+        ("user.role == 'operator'", ADMIN_OPERATOR, True),  # not the first role
+        ("'operator' == user.role", ADMIN_OPERATOR, True),
+        ("user.role == 'operator'", OPERATOR, True),
+        ("user.role == 'operator'", VIEWER, False),
+        ("user.role == 'operator'", NO_ROLES, False),
+        ("(user.role == 'operator') && request.action == 'read'", ADMIN_OPERATOR, True),
+        ("user['role'] == 'operator'", ADMIN_OPERATOR, True),
+        # != means "does not hold the role", not "holds some other role"
+        ("user.role != 'operator'", ADMIN_OPERATOR, False),
+        ("user.role != 'operator'", VIEWER, True),
+        ("!(user.role == 'operator')", ADMIN_OPERATOR, False),
+        # other uses of user.role hold when they hold for one of the roles
+        ("user.role in ['operator', 'auditor']", ADMIN_OPERATOR, True),
+        ("user.role in ['operator', 'auditor']", VIEWER, False),
+        ("user.role.startsWith('oper')", ADMIN_OPERATOR, True),
+        # user.roles is the list
+        ("'operator' in user.roles && size(user.roles) == 2", ADMIN_OPERATOR, True),
+        # a comprehension variable called `user` is not the user
+        ("[{'role': 'x'}].all(user, user.role == 'x')", VIEWER, True),
+    ],
+)
+def test_user_role_condition_holds_for_any_role(
+    condition: str, user: dict[str, Any], allowed: bool
+) -> None:
+    d = decide(engine(rule("Allow", "*", "read", condition=condition)), user, "read", "servers:a")
+    assert d.errors == ()
+    assert d.allowed is allowed, condition
+
+
+def test_deny_on_user_role_applies_to_a_secondary_role() -> None:
+    e = engine(
+        rule("Allow", "*", "*"),
+        rule("Deny", "servers:*", "delete", condition="user.role == 'operator'"),
+    )
+    assert not decide(e, ADMIN_OPERATOR, "delete", "servers:a").allowed
+    assert decide(e, ADMIN_OPERATOR, "read", "servers:a").allowed
+    assert decide(
+        e, {"id": "a", "username": "a", "roles": ["admin"]}, "delete", "servers:a"
+    ).allowed
+
+
+# --- cost limits (issue 13 item 8) ---------------------------------------------------------
+def _list(n: int) -> str:
+    return "[" + ",".join(str(i) for i in range(1, n + 1)) + "]"
+
+
+def _map(n: int) -> str:
+    return "{" + ",".join(f"'{i}': {i}" for i in range(n)) + "}"
+
+
+# under 400 characters; cel-python (no limits of its own) needs minutes for it
+L20 = _list(20)
+PATHOLOGICAL = f"{L20}.all(a, {L20}.all(b, {L20}.all(c, {L20}.all(d, a + b + c + d > 0))))"
+
+
+@pytest.mark.parametrize(
+    ("expr", "message"),
+    [
+        (PATHOLOGICAL, "comprehensions (all) nested"),
+        (f"{_list(9)}.exists(a, {_list(9)}.exists(b, {_list(9)}.exists(c, a == b)))", "nested 3"),
+        (f"{_list(MAX_LITERAL_ITEMS + 1)}.size() > 0", "list literal"),
+        (_map(MAX_LITERAL_ITEMS + 1) + ".size() > 0", "map"),
+        ("(" * 40 + "true" + ")" * 40, "nested more than"),
+        (f"{_list(60)}.all(a, {_list(60)}.all(b, a + b > 0))", "too expensive"),
+        (
+            "request.items.all(a, request.items.all(b, a.x + b.y + a.z > b.w + a.q + b.r))",
+            "too expensive",
+        ),
+    ],
+)
+def test_costly_conditions_are_rejected_when_written(expr: str, message: str) -> None:
+    assert len(expr) < 4096
+    with pytest.raises(ConditionTooComplex) as info:
+        compile_condition(expr)
+    assert message in str(info.value)
+    assert isinstance(info.value, PolicyConditionError)  # the control center answers 422
+
+
+def test_reasonable_comprehensions_are_accepted() -> None:
+    assert MAX_COMPREHENSION_NESTING == 2
+    compile_condition("request.tags.exists(t, t == 'prod')")
+    compile_condition("request.servers.all(s, s.tags.exists(t, t.startsWith('team-')))")
+    compile_condition(f"{_list(10)}.all(a, {_list(10)}.all(b, a + b > 0))")
+    compile_condition("user.role in " + str([f"r{i}" for i in range(MAX_LITERAL_ITEMS)]))
+
+
+def test_stored_costly_condition_is_not_run_and_fails_closed() -> None:
+    """A condition stored before the limits existed: the engine is still built (one
+    policy must not disable the rest), an Allow on it never allows, a Deny denies."""
+    import time
+
+    start = time.monotonic()
+    allow = engine(rule("Allow", "*", "read", condition=PATHOLOGICAL))
+    d = decide(allow, ADMIN, "read", "servers:a")
+    assert not d.allowed
+    assert "nested" in d.errors[0]
+    deny = engine(rule("Allow", "*", "read"), rule("Deny", "*", "read", condition=PATHOLOGICAL))
+    d = decide(deny, ADMIN, "read", "servers:a")
+    assert not d.allowed
+    assert d.matched == ()
+    assert "failed to evaluate" in d.reason
+    assert time.monotonic() - start < 2
+
+
+@pytest.mark.parametrize("effect", ["Allow", "Deny"])
+def test_evaluation_budget(effect: str) -> None:
+    """Input the write-time estimate cannot see (a long list in the request): the
+    evaluation stops at its budget; an Allow does not allow, a Deny denies. ``|| true``
+    must not turn the interrupted evaluation into a match."""
+    import time
+
+    condition = "request.items.exists(i, i < 0) || true"
+    compile_condition(condition)  # within the write-time estimate
+    rules = [rule(effect, "*", "read", condition=condition)]
+    if effect == "Deny":
+        rules.insert(0, rule("Allow", "*", "read"))
+    e = engine(*rules)
+    assert decide(e, ADMIN, "read", "a:b", {"items": [1, 2, 3]}).allowed is (effect == "Allow")
+    start = time.monotonic()
+    d = decide(e, ADMIN, "read", "a:b", {"items": list(range(2 * MAX_EVAL_STEPS))})
+    elapsed = time.monotonic() - start
+    assert not d.allowed
+    assert d.matched == ()
+    assert "evaluation stopped" in d.errors[0]
+    assert elapsed < 5  # converting the 20 000 items included; the run itself is ~0.2 s

@@ -9,7 +9,7 @@ from __future__ import annotations
 import builtins
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,6 +106,41 @@ def load_toml(env: EnvReader) -> dict[str, Any]:
         raise ConfigError(f"PROVISIONING_CONFIG: invalid TOML in {path}: {exc}") from exc
 
 
+ENVIRONMENTS = ("development", "production")
+# Storage endpoints a production process must be given: the loopback defaults are a
+# development convenience (and point at servers without authentication).
+PRODUCTION_STORAGE = ("MONGODB_URL", "REDIS_URL")
+
+Requirement = str | tuple[str, ...]
+"""A variable, or alternatives of which one is enough (``("JWT_PRIVATE_KEY",
+"JWT_PRIVATE_KEY_FILE")``)."""
+
+
+def environment(env: EnvReader) -> str:
+    """``PROVISIONING_ENV``: ``development`` (the default: ``make run``, the tests) or
+    ``production`` (the default in the container images). Production refuses to start
+    without the secrets a service would otherwise generate or default."""
+    value = env.str("PROVISIONING_ENV", "development").strip().lower()
+    if value not in ENVIRONMENTS:
+        raise ConfigError(f"PROVISIONING_ENV must be development or production, got {value!r}")
+    return value
+
+
+def require_in_production(env: EnvReader, required: Sequence[Requirement]) -> None:
+    """One ConfigError naming every missing variable (not only the first)."""
+    missing: list[str] = []
+    for item in required:
+        names = (item,) if isinstance(item, str) else item
+        if not any(env.optional(name) for name in names):
+            missing.append(" or ".join(names))
+    if missing:
+        raise ConfigError(
+            "PROVISIONING_ENV=production requires "
+            + ", ".join(missing)
+            + " (set from secrets; PROVISIONING_ENV=development for a local run)"
+        )
+
+
 @dataclass(frozen=True)
 class RateLimits:
     """Requests per window; the contract's defaults."""
@@ -135,11 +170,27 @@ class CommonSettings:
     rate_limits: RateLimits = field(default_factory=RateLimits)
     metrics_token: str | None = None
     toml: Mapping[str, Any] = field(default_factory=dict)
+    environment: str = "development"
+
+    @property
+    def production(self) -> bool:
+        return self.environment == "production"
 
     @classmethod
     def from_env(
-        cls, env: EnvReader, *, service: str, default_port: int, default_database: str
+        cls,
+        env: EnvReader,
+        *,
+        service: str,
+        default_port: int,
+        default_database: str,
+        production_requires: Sequence[Requirement] = (),
     ) -> CommonSettings:
+        """``production_requires``: the service's own secrets, required (with the
+        storage URLs) when ``PROVISIONING_ENV=production``."""
+        mode = environment(env)
+        if mode == "production":
+            require_in_production(env, [*PRODUCTION_STORAGE, *production_requires])
         prefix = env.str("PATH_PREFIX", "").rstrip("/")
         if prefix and not prefix.startswith("/"):
             raise ConfigError("PATH_PREFIX must start with '/'")
@@ -167,4 +218,5 @@ class CommonSettings:
             ),
             metrics_token=env.optional("METRICS_TOKEN"),
             toml=load_toml(env),
+            environment=mode,
         )

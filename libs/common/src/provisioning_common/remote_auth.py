@@ -1,11 +1,12 @@
 """Verifying callers against the control center (DESIGN §4, docs/interfaces.md).
 
-- :class:`JwksCache`: the control center's public keys, refreshed on an unknown ``kid``.
+- :class:`JwksCache`: the control center's public keys, refreshed on an unknown ``kid``
+  (single flight, at most once per interval).
 - :class:`ServiceTokenClient`: this service's own token from ``POST /auth/token``.
 - :class:`Introspector`: ``POST /auth/introspect`` with a positive answer cached for at
   most ``ttl`` seconds, dropped at once on a revocation event.
-- :class:`PolicyCache`: the policy set from ``GET /policies?limit=1000``, reloaded on
-  ``policies.changed`` (and periodically as a backstop).
+- :class:`PolicyCache`: the whole policy set from ``GET /policies`` (every page, all or
+  nothing), reloaded on ``policies.changed`` (and periodically as a backstop).
 - :class:`RemoteAuth`: the facade a service uses: ``authenticate(token)`` → :class:`Principal`,
   ``decide(principal, action, resource, request)`` → policy ``Decision``,
   ``listen()`` (run as a background task) for the Redis channels.
@@ -19,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,37 +81,53 @@ class _ControlCenter:
 
 class JwksCache:
     """Public keys by ``kid``. An unknown ``kid`` triggers a refetch (key rotation),
-    at most one per ``min_refresh_interval``: forged kids cannot hammer the control
-    center, they only wait for the next allowed fetch."""
+    single flight and at most one per ``min_refresh_interval``: concurrent requests
+    share the fetch in flight, and a ``kid`` still unknown after the last fetch within
+    the interval is refused at once (401). Forged kids can neither hammer the control
+    center nor queue requests behind a lock."""
 
-    def __init__(self, cc: _ControlCenter, *, min_refresh_interval: float = 0.5) -> None:
+    def __init__(self, cc: _ControlCenter, *, min_refresh_interval: float = 2.0) -> None:
         self.cc = cc
         self.keys: dict[str, Any] = {}
         self.min_refresh_interval = min_refresh_interval
         self._last_refresh = -1e9
-        self._lock = asyncio.Lock()
+        self._inflight: asyncio.Future[None] | None = None
 
     async def refresh(self, wanted_kid: str | None = None) -> None:
-        async with self._lock:
-            if wanted_kid is not None and wanted_kid in self.keys:
-                return  # fetched meanwhile by a concurrent request
-            wait = self.min_refresh_interval - (time.monotonic() - self._last_refresh)
-            if wait > 0:
-                await asyncio.sleep(wait)
+        """Fetch the key set unless a fetch is in flight (then wait for that one) or
+        one started less than ``min_refresh_interval`` ago (then return at once)."""
+        if wanted_kid is not None and wanted_kid in self.keys:
+            return
+        if self._inflight is None:
+            if time.monotonic() - self._last_refresh < self.min_refresh_interval:
+                return
             self._last_refresh = time.monotonic()
-            status, body = await self.cc.request("GET", "/.well-known/jwks.json")
-            if status != 200 or not isinstance(body, dict):
-                raise ValueError(f"JWKS answered {status}")
-            self.keys = {
-                k["kid"]: k
-                for k in body.get("keys", [])
-                if isinstance(k, dict) and isinstance(k.get("kid"), str) and k.get("kty") == "RSA"
-            }
+            self._inflight = asyncio.ensure_future(self._fetch())
+            self._inflight.add_done_callback(self._done)
+        # Shielded: one caller giving up (client gone) does not cancel the others' fetch.
+        await asyncio.shield(self._inflight)
+
+    def _done(self, fut: asyncio.Future[None]) -> None:
+        self._inflight = None
+        if not fut.cancelled():
+            fut.exception()  # retrieved here: every waiter also sees it
+
+    async def _fetch(self) -> None:
+        status, body = await self.cc.request("GET", "/.well-known/jwks.json")
+        if status != 200 or not isinstance(body, dict):
+            raise ValueError(f"JWKS answered {status}")
+        self.keys = {
+            k["kid"]: k
+            for k in body.get("keys", [])
+            if isinstance(k, dict) and isinstance(k.get("kid"), str) and k.get("kty") == "RSA"
+        }
 
     async def decode(self, token: str, *, issuer: str, audience: str, typ: str) -> TokenClaims:
         kid = unverified_kid(token)
         if kid not in self.keys:
             await self._refresh_or_503(kid)  # first use, or a rotated key
+            if not self.keys:
+                raise ControlCenterUnavailable()
         return decode_token(token, self.keys, issuer=issuer, audience=audience, expected_typ=typ)
 
     async def _refresh_or_503(self, kid: str) -> None:
@@ -250,10 +267,14 @@ class Introspector:
 
 
 class PolicyCache:
-    def __init__(self, service: ServiceTokenClient, *, max_age: float = 300.0) -> None:
+    def __init__(
+        self, service: ServiceTokenClient, *, max_age: float = 300.0, max_pages: int = 100
+    ) -> None:
         self.service = service
         self.max_age = max_age
         self.engine: PolicyEngine | None = None
+        self.page_size = 1000  # the control center's largest page
+        self.max_pages = max_pages
         self._loaded_at = 0.0
         self._lock = asyncio.Lock()
 
@@ -261,16 +282,29 @@ class PolicyCache:
         self._loaded_at = 0.0
 
     async def reload(self) -> PolicyEngine:
+        """Load every policy, page by page. All or nothing: a page that fails, or more
+        than ``max_pages`` pages, keeps the previous set (or none: fail closed)."""
         async with self._lock:
-            status, body = await self.service.call("GET", "/policies?limit=1000")
-            if (
-                status != 200
-                or not isinstance(body, dict)
-                or not isinstance(body.get("data"), list)
-            ):
-                raise ValueError(f"policies answered {status}")
+            docs: list[Any] = []
+            for page in range(self.max_pages + 1):
+                status, body = await self.service.call(
+                    "GET", f"/policies?limit={self.page_size}&offset={page * self.page_size}"
+                )
+                if (
+                    status != 200
+                    or not isinstance(body, dict)
+                    or not isinstance(body.get("data"), list)
+                ):
+                    raise ValueError(f"policies answered {status}")
+                docs.extend(body["data"])
+                if len(body["data"]) < self.page_size:
+                    break
+            else:
+                raise ValueError(
+                    f"more than {self.max_pages * self.page_size} policies: refusing a partial set"
+                )
             policies = []
-            for doc in body["data"]:
+            for doc in docs:
                 try:
                     policies.append(policy_from_document(doc))
                 except Exception as exc:  # one broken policy must not disable the rest
@@ -303,6 +337,17 @@ class RemoteAuthConfig:
     http_timeout: float = 5.0
 
 
+def revokes(payload: Mapping[str, Any], principal: Principal) -> bool:
+    """Whether a revocation event covers ``principal``'s token (its ``jti``, or every
+    token of its user issued before ``revoked_before``)."""
+    if payload.get("jti") == principal.jti:
+        return True
+    if payload.get("sub") != principal.sub:
+        return False
+    before = payload.get("revoked_before")
+    return not isinstance(before, int | float) or principal.iat < before
+
+
 class RemoteAuth:
     def __init__(
         self, config: RemoteAuthConfig, session: aiohttp.ClientSession, redis: Redis | None = None
@@ -314,6 +359,9 @@ class RemoteAuth:
         self.service = ServiceTokenClient(cc, config.client_id, config.client_secret)
         self.introspector = Introspector(self.service, config.introspection_ttl)
         self.policies = PolicyCache(self.service, max_age=config.policy_max_age)
+        # Called with each revocation event (after the caches dropped it): long-lived
+        # sessions (``/ws``) close at once instead of at their next check.
+        self.revocation_listeners: list[Callable[[Mapping[str, Any]], None]] = []
 
     async def authenticate(self, token: str) -> Principal:
         try:
@@ -357,6 +405,11 @@ class RemoteAuth:
                 async for channel, payload in bus.subscribe(REVOCATIONS_CHANNEL, POLICIES_CHANNEL):
                     if channel == REVOCATIONS_CHANNEL:
                         self.introspector.revoke(payload)
+                        for listener in list(self.revocation_listeners):
+                            try:
+                                listener(payload)
+                            except Exception:
+                                log.exception("revocation listener failed")
                     elif channel == POLICIES_CHANNEL:
                         self.policies.invalidate()
                         try:

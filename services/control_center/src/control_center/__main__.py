@@ -1,15 +1,59 @@
-"""``python -m control_center``"""
+"""``python -m control_center`` runs the service.
+
+``python -m control_center unlock-admin`` is the break-glass for the bootstrap
+``admin`` locked out of its account: it lifts the admin's lockouts (every source
+address) directly in the database named by ``MONGODB_URL`` / ``MONGODB_DATABASE``,
+records ``auth.unlock`` in the audit log and exits (0: done, 1: no ``admin`` user).
+It needs no running service and no token. ``BOOTSTRAP_ADMIN_UNLOCK=true`` does the
+same at every start-up of the service."""
 
 from __future__ import annotations
+
+import asyncio
+import sys
 
 from provisioning_common.runner import run_service
 
 from .app import create_app
 from .settings import Settings
 
+USAGE = "usage: python -m control_center [unlock-admin]"
 
-def main() -> None:
-    run_service("control_center", Settings.from_env, lambda s: s.common, create_app)
+
+async def unlock_admin(settings: Settings) -> bool:
+    from provisioning_common.mongo import open_client
+
+    from .audit.repository import AuditRepository
+    from .auth.repository import LoginRepository
+    from .users.repository import UserRepository
+    from .users.service import break_glass_unlock
+
+    client = open_client(settings.common.mongodb_url)
+    try:
+        db = client[settings.common.database]
+        return await break_glass_unlock(
+            UserRepository(db), LoginRepository(db), AuditRepository(db), "unlock-admin command"
+        )
+    finally:
+        await client.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if not args:
+        run_service("control_center", Settings.from_env, lambda s: s.common, create_app)
+        return
+    if args == ["unlock-admin"]:
+        done = asyncio.run(unlock_admin(Settings.from_env()))
+        print(
+            "control_center: lockouts of 'admin' lifted"
+            if done
+            else "control_center: no 'admin' user in this database",
+            file=sys.stderr,
+        )
+        raise SystemExit(0 if done else 1)
+    print(USAGE, file=sys.stderr)
+    raise SystemExit(2)
 
 
 if __name__ == "__main__":

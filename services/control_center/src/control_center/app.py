@@ -7,6 +7,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 
 from aiohttp import web
 from cryptography.fernet import Fernet
@@ -124,6 +125,10 @@ async def control_center_ctx(app: web.Application) -> AsyncIterator[None]:
     app[CONTEXT] = ctx
     await policy_service.seed_defaults(ctx)
     await user_service.bootstrap_admin(ctx)
+    if settings.auth.bootstrap_admin_unlock:
+        await user_service.break_glass_unlock(
+            repos.users, repos.logins, repos.audit, "BOOTSTRAP_ADMIN_UNLOCK"
+        )
     tasks = [
         asyncio.create_task(
             _every(
@@ -156,4 +161,6 @@ async def _purge(ctx: Context) -> None:
     now = int(time.time())
     await ctx.repos.tokens.purge_expired(now)
     await ctx.repos.uses.purge_expired(now)
-    await ctx.repos.logins.purge_failures(utcnow())
+    moment = utcnow()
+    known_days = ctx.settings.auth.known_address_days
+    await ctx.repos.logins.purge(moment, moment - timedelta(days=max(known_days, 1)))

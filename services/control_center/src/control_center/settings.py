@@ -6,9 +6,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from provisioning_common.config import CommonSettings, ConfigError, EnvReader
+from cryptography.fernet import Fernet
+
+from provisioning_common.config import CommonSettings, ConfigError, EnvReader, Requirement
 
 from .users.model import password_problems
+
+# Without these the service would generate its signing key and MFA encryption key and
+# keep them in MongoDB next to the data they protect: fine on a laptop, refused in
+# production (PROVISIONING_ENV=production, the container images' default).
+PRODUCTION_SECRETS: tuple[Requirement, ...] = (
+    ("JWT_PRIVATE_KEY", "JWT_PRIVATE_KEY_FILE"),
+    "MFA_ENCRYPTION_KEY",
+)
 
 
 @dataclass(frozen=True)
@@ -24,7 +34,9 @@ class AuthSettings:
     private_key_pem: str | None = None  # from env / mounted secret; else stored in MongoDB
     previous_key_pems: tuple[str, ...] = ()
     key_refresh_seconds: int = 30
-    failure_limit: int = 5
+    failure_limit: int = 5  # per account and source address
+    account_failure_limit: int = 20  # per account, from addresses it never logged in from
+    known_address_days: int = 30
     failure_window: int = 900
     lockout_base: int = 60
     lockout_max: int = 3600
@@ -33,6 +45,7 @@ class AuthSettings:
     password_min_length: int = 10
     bootstrap_admin_password: str | None = None
     bootstrap_admin_email: str = "admin@example.com"
+    bootstrap_admin_unlock: bool = False  # break-glass: lift admin's lockouts at start
     service_rate_per_minute: int = 6000
 
 
@@ -49,6 +62,7 @@ class Settings:
             service="control_center",
             default_port=9080,
             default_database="provisioning_control_center",
+            production_requires=PRODUCTION_SECRETS,
         )
         return cls(common=common, auth=_auth_settings(reader))
 
@@ -64,9 +78,23 @@ def _read_pem(reader: EnvReader, name: str) -> str | None:
             text = Path(path).read_text()
         except OSError as exc:
             raise ConfigError(f"{name}_FILE: cannot read {path}: {exc.strerror}") from exc
+        if not text.strip():
+            raise ConfigError(f"{name}_FILE: {path} is empty")
     if text and "-----BEGIN" not in text:
         raise ConfigError(f"{name} must be a PEM-encoded key")
     return text
+
+
+def _mfa_key(reader: EnvReader) -> str | None:
+    key = reader.optional("MFA_ENCRYPTION_KEY")
+    if key is not None:
+        try:
+            Fernet(key.encode("ascii"))
+        except (ValueError, UnicodeEncodeError) as exc:
+            raise ConfigError(
+                "MFA_ENCRYPTION_KEY must be a Fernet key (32 random bytes, url-safe base64)"
+            ) from exc
+    return key
 
 
 def parse_service_clients(raw: list[str]) -> dict[str, str]:
@@ -100,6 +128,7 @@ def _auth_settings(reader: EnvReader) -> AuthSettings:
     access_ttl = reader.int("ACCESS_TOKEN_TTL_SECONDS", 3600, low=1, high=86400)
     session_max = reader.int("SESSION_MAX_SECONDS", 43200, low=1)
     min_length = reader.int("PASSWORD_MIN_LENGTH", 10, low=8, high=64)
+    failure_limit = reader.int("LOGIN_FAILURE_LIMIT", 5, low=1, high=1000)
     return AuthSettings(
         bcrypt_rounds=reader.int("BCRYPT_ROUNDS", 12, low=4, high=16),
         issuer=reader.str("JWT_ISSUER", "provisioning-control-center"),
@@ -112,14 +141,19 @@ def _auth_settings(reader: EnvReader) -> AuthSettings:
         private_key_pem=_read_pem(reader, "JWT_PRIVATE_KEY"),
         previous_key_pems=tuple(previous),
         key_refresh_seconds=reader.int("JWT_KEY_REFRESH_SECONDS", 30, low=1),
-        failure_limit=reader.int("LOGIN_FAILURE_LIMIT", 5, low=1),
+        failure_limit=failure_limit,
+        account_failure_limit=reader.int(
+            "ACCOUNT_LOGIN_FAILURE_LIMIT", 4 * failure_limit, low=1, high=4000
+        ),
+        known_address_days=reader.int("LOGIN_KNOWN_ADDRESS_DAYS", 30, low=0, high=365),
         failure_window=reader.int("LOGIN_FAILURE_WINDOW_SECONDS", 900, low=1),
         lockout_base=reader.int("LOCKOUT_BASE_SECONDS", 60, low=1),
         lockout_max=reader.int("LOCKOUT_MAX_SECONDS", 3600, low=1),
         mfa_issuer=reader.str("MFA_ISSUER", "Provisioning"),
-        mfa_encryption_key=reader.optional("MFA_ENCRYPTION_KEY"),
+        mfa_encryption_key=_mfa_key(reader),
         password_min_length=min_length,
         bootstrap_admin_password=_bootstrap_password(reader, min_length),
         bootstrap_admin_email=reader.str("BOOTSTRAP_ADMIN_EMAIL", "admin@example.com"),
+        bootstrap_admin_unlock=reader.bool("BOOTSTRAP_ADMIN_UNLOCK", False),
         service_rate_per_minute=reader.int("RATE_LIMIT_SERVICE_PER_MINUTE", 6000, low=1),
     )

@@ -12,7 +12,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from provisioning_common.mongo import Document, IndexSpec, claim, ensure_indexes
-from provisioning_common.timeutil import utcnow
+from provisioning_common.timeutil import as_utc, utcnow
 
 
 class SessionRepository:
@@ -113,56 +113,76 @@ class UseRepository:
 
 
 class LoginRepository:
-    """Failed logins, lockouts and reset points, keyed by the lower-cased username
-    whether or not such a user exists (so lockout reveals nothing)."""
+    """Login failure budgets and lockouts (issue 13), per *scope*: an account (the
+    lower-cased username, whether or not such a user exists, so that lockout reveals
+    nothing) or an account seen from one source address.
+
+    Every attempt first reserves a guess: a unique insert of
+    ``<scope>#<generation>#<reset>#<window>#<n>`` for ``n`` below the budget in
+    ``login_slots`` (DESIGN §3: the insert that succeeds owns the guess, so N
+    concurrent attempts get at most the budget). When none is free, lockout number
+    ``generation + 1`` is claimed (``lockouts``, ``_id = <scope>#lock#<n>``) and the
+    next generation's slots open when it ends. ``login_state`` holds per scope the
+    last reset (a successful login, an admin's unlock, the break-glass) and a hint of
+    the lockout count. ``login_known`` remembers the addresses an account logged in
+    from. Reads and writes on the login path are by ``_id`` only."""
 
     def __init__(self, db: AsyncDatabase[Document]) -> None:
-        self.failures = db["login_failures"]
+        self.slots = db["login_slots"]
         self.lockouts = db["lockouts"]
         self.state = db["login_state"]
+        self.known = db["login_known"]
 
     async def ensure_indexes(self) -> None:
-        await ensure_indexes(
-            self.failures,
-            (IndexSpec((("key", 1), ("at", 1)), "key_at"), IndexSpec((("at", 1),), "at")),
-        )
-        await ensure_indexes(
-            self.lockouts, (IndexSpec((("key", 1), ("locked_at", 1)), "key_locked_at"),)
-        )
+        await ensure_indexes(self.slots, (IndexSpec((("at", 1),), "at"),))
+        await ensure_indexes(self.known, (IndexSpec((("at", 1),), "at"),))
 
-    async def reset_at(self, key: str) -> datetime | None:
-        doc = await self.state.find_one({"_id": key})
-        return doc["reset_at"] if doc else None
+    async def get_state(self, scope: str) -> dict[str, Any] | None:
+        return await self.state.find_one({"_id": scope})
 
-    async def reset(self, key: str, at: datetime) -> None:
-        await self.state.update_one({"_id": key}, {"$set": {"reset_at": at}}, upsert=True)
+    async def reset_at(self, scope: str) -> datetime | None:
+        doc = await self.get_state(scope)
+        return doc.get("reset_at") if doc else None
 
-    async def latest_lockout(self, key: str) -> dict[str, Any] | None:
-        cursor = self.lockouts.find({"key": key}).sort("locked_at", -1).limit(1)
-        docs = [d async for d in cursor]
-        return docs[0] if docs else None
+    async def reset(self, scope: str, at: datetime) -> None:
+        await self.state.update_one({"_id": scope}, {"$set": {"reset_at": at}}, upsert=True)
 
-    async def add_failure(self, key: str, at: datetime, ip: str) -> None:
-        await self.failures.insert_one({"key": key, "at": at, "ip": ip})
+    async def note_lockouts(self, scope: str, number: int) -> None:
+        """A hint only (the lockout documents decide): readers probe past it."""
+        await self.state.update_one({"_id": scope}, {"$max": {"lockouts": number}}, upsert=True)
 
-    async def count_failures(self, key: str, since: datetime) -> int:
-        return await self.failures.count_documents({"key": key, "at": {"$gt": since}})
+    async def lockout(self, scope: str, number: int) -> dict[str, Any] | None:
+        return await self.lockouts.find_one({"_id": f"{scope}#lock#{number}"})
 
-    async def count_lockouts(self, key: str, since: datetime | None = None) -> int:
-        query: dict[str, Any] = {"key": key}
-        if since is not None:
-            query["locked_at"] = {"$gt": since}
-        return await self.lockouts.count_documents(query)
-
-    async def claim_lockout(self, key: str, number: int, at: datetime, until: datetime) -> bool:
-        """Lockout ``number`` of ``key``: two failures crossing the budget at once
-        compute the same number, and only one insert wins."""
+    async def claim_lockout(
+        self, scope: str, number: int, at: datetime, until: datetime, streak: int
+    ) -> bool:
+        """Lockout ``number`` of ``scope``: concurrent attempts that find the budget
+        spent compute the same number, and only one insert wins."""
         return await claim(
-            self.lockouts, {"_id": f"{key}:{number}", "key": key, "locked_at": at, "until": until}
+            self.lockouts,
+            {
+                "_id": f"{scope}#lock#{number}",
+                "key": scope,
+                "locked_at": at,
+                "until": until,
+                "streak": streak,
+            },
         )
 
-    async def purge_failures(self, before: datetime) -> None:
-        await self.failures.delete_many({"at": {"$lt": before - timedelta(days=1)}})
+    async def claim_slot(self, slot: str, scope: str, at: datetime, ip: str) -> bool:
+        return await claim(self.slots, {"_id": slot, "key": scope, "at": at, "ip": ip})
+
+    async def is_known(self, scope: str, since: datetime) -> bool:
+        doc = await self.known.find_one({"_id": scope})
+        return doc is not None and as_utc(doc["at"]) >= since
+
+    async def mark_known(self, scope: str, at: datetime) -> None:
+        await self.known.update_one({"_id": scope}, {"$set": {"at": at}}, upsert=True)
+
+    async def purge(self, before: datetime, known_before: datetime) -> None:
+        await self.slots.delete_many({"at": {"$lt": before - timedelta(days=1)}})
+        await self.known.delete_many({"at": {"$lt": known_before}})
 
 
 class SecretRepository:

@@ -35,6 +35,7 @@ from provisioning_common.tokens import (
 )
 
 from ..audit import service as audit
+from ..audit.repository import AuditRepository
 from ..context import Context
 from ..metrics import LOGIN_ATTEMPTS, TOKENS_ISSUED
 from ..users.model import login_user, username_key
@@ -48,6 +49,7 @@ from .model import (
     user_claims,
 )
 from .passwords import check_password
+from .repository import LoginRepository
 
 log = logging.getLogger(__name__)
 
@@ -230,27 +232,149 @@ class LoginAttempt:
     ip: str
 
 
-async def _check_lockout(ctx: Context, key: str) -> None:
-    lock = await ctx.repos.logins.latest_lockout(key)
+# Lockouts (issue 13). Two scopes per attempt: the account seen from the source
+# address (budget LOGIN_FAILURE_LIMIT) and, unless the account has logged in from
+# that address before, the account as a whole (ACCOUNT_LOGIN_FAILURE_LIMIT, for
+# guessing spread over many addresses). Exhausting a budget locks that scope with a
+# growing lockout; so someone who fails from their own address waits and gets in,
+# and an attacker elsewhere cannot keep the owner out. A guess is reserved (a unique
+# insert) before the password or the TOTP code is checked, so concurrent attempts
+# never get more guesses than the budget.
+@dataclass(frozen=True)
+class _Scope:
+    id: str
+    kind: str  # "address" or "account"
+    limit: int
+
+
+@dataclass(frozen=True)
+class _ScopeState:
+    scope: _Scope
+    lockouts: int  # lockouts so far: the generation of the guess slots
+    lock: dict[str, Any] | None  # the latest lockout
+    reset_at: datetime | None  # the latest reset that applies to the scope
+
+
+def address_scope(key: str, ip: str) -> str:
+    return f"{key}|{ip}"
+
+
+async def _scope_state(ctx: Context, scope: _Scope, floor: datetime | None) -> _ScopeState:
+    logins = ctx.repos.logins
+    state = await logins.get_state(scope.id) or {}
+    reset_at = state.get("reset_at")
+    if floor is not None and (reset_at is None or as_utc(reset_at) < floor):
+        reset_at = floor
+    number = int(state.get("lockouts", 0))
+    lock = await logins.lockout(scope.id, number) if number else None
+    for _ in range(64):  # the hint may lag behind a lockout another replica claimed
+        newer = await logins.lockout(scope.id, number + 1)
+        if newer is None:
+            break
+        number, lock = number + 1, newer
+    return _ScopeState(scope, number, lock, as_utc(reset_at) if reset_at else None)
+
+
+def _remaining(state: _ScopeState, now: datetime) -> float:
+    lock = state.lock
     if lock is None:
-        return
-    reset_at = await ctx.repos.logins.reset_at(key)
-    locked_at = as_utc(lock["locked_at"])
-    if reset_at is not None and as_utc(reset_at) >= locked_at:
-        return  # an admin unlocked it
-    remaining = (as_utc(lock["until"]) - utcnow()).total_seconds()
-    if remaining > 0:
-        LOGIN_ATTEMPTS.labels("locked").inc()
-        raise LockedOut(math.ceil(remaining), LOCKED)
+        return 0.0
+    if state.reset_at is not None and state.reset_at >= as_utc(lock["locked_at"]):
+        return 0.0  # unlocked since
+    return (as_utc(lock["until"]) - now).total_seconds()
+
+
+async def _states(ctx: Context, key: str, ip: str) -> list[_ScopeState]:
+    auth = ctx.settings.auth
+    now = utcnow()
+    pair = _Scope(address_scope(key, ip), "address", auth.failure_limit)
+    account = _Scope(key, "account", auth.account_failure_limit)
+    account_state = await _scope_state(ctx, account, None)
+    # an unlock of the account (admin, break-glass) also lifts its per-address lockouts
+    pair_state = await _scope_state(ctx, pair, account_state.reset_at)
+    known = await ctx.repos.logins.is_known(pair.id, now - timedelta(days=auth.known_address_days))
+    return [pair_state] if known else [pair_state, account_state]
+
+
+async def _refuse_locked(ctx: Context, password: str, seconds: float) -> LockedOut:
+    # the same bcrypt time as an evaluated attempt, never against the real hash
+    await check_password(password, ctx.dummy_hash)
+    LOGIN_ATTEMPTS.labels("locked").inc()
+    return LockedOut(max(1, math.ceil(seconds)), LOCKED)
+
+
+async def _lock(ctx: Context, state: _ScopeState, ip: str, user: dict[str, Any] | None) -> float:
+    """The budget of ``state`` is spent: claim the next lockout (one claimant wins and
+    audits it); the seconds it runs."""
+    auth = ctx.settings.auth
+    now = utcnow()
+    prev = state.lock
+    streak = 0
+    if prev is not None:
+        prev_at = as_utc(prev["locked_at"])
+        if prev_at > now - LOCKOUT_MEMORY and (state.reset_at is None or prev_at > state.reset_at):
+            streak = int(prev.get("streak", 0)) + 1
+    seconds = lockout_seconds(streak, auth.lockout_base, auth.lockout_max)
+    until = now + timedelta(seconds=seconds)
+    logins = ctx.repos.logins
+    number = state.lockouts + 1
+    if await logins.claim_lockout(state.scope.id, number, now, until, streak):
+        await logins.note_lockouts(state.scope.id, number)
+        user_id = str(user["_id"]) if user else None
+        key = state.scope.id.split("|", 1)[0]
+        await audit.record(
+            ctx.repos.audit,
+            action="auth.lockout",
+            resource=f"users/{user_id or key}",
+            result="success",
+            user_id=user_id,
+            details={"seconds": seconds, "ip": ip, "scope": state.scope.kind},
+        )
+        return float(seconds)
+    winner = await logins.lockout(state.scope.id, number)
+    if winner is None:
+        return float(seconds)
+    return max(1.0, (as_utc(winner["until"]) - now).total_seconds())
+
+
+async def reserve_attempt(
+    ctx: Context, key: str, ip: str, password: str, user: dict[str, Any] | None
+) -> list[_ScopeState]:
+    """Reserve one guess in every scope of the attempt before anything is verified;
+    raises :class:`LockedOut` (after a dummy bcrypt check) when a scope is locked or
+    its budget is spent."""
+    states = await _states(ctx, key, ip)
+    now = utcnow()
+    for state in states:
+        remaining = _remaining(state, now)
+        if remaining > 0:
+            raise await _refuse_locked(ctx, password, remaining)
+    window = int(now.timestamp()) // ctx.settings.auth.failure_window
+    for state in states:
+        reset = int(state.reset_at.timestamp() * 1000) if state.reset_at else 0
+        prefix = f"{state.scope.id}#{state.lockouts}#{reset}#{window}"
+        for n in range(state.scope.limit):
+            if await ctx.repos.logins.claim_slot(f"{prefix}#{n}", state.scope.id, now, ip):
+                break
+        else:
+            raise await _refuse_locked(ctx, password, await _lock(ctx, state, ip, user))
+    return states
+
+
+async def _still_unlocked(ctx: Context, key: str, ip: str, password: str) -> None:
+    """Before a session is issued: a lockout that concurrent failures caused while
+    this attempt was being verified stops it too."""
+    now = utcnow()
+    for state in await _states(ctx, key, ip):
+        remaining = _remaining(state, now)
+        if remaining > 0:
+            LOGIN_ATTEMPTS.labels("locked").inc()
+            raise LockedOut(max(1, math.ceil(remaining)), LOCKED)
 
 
 async def _record_failure(
     ctx: Context, attempt: LoginAttempt, key: str, user: dict[str, Any] | None, reason: str
 ) -> None:
-    auth = ctx.settings.auth
-    now = utcnow()
-    logins = ctx.repos.logins
-    await logins.add_failure(key, now, attempt.ip)
     LOGIN_ATTEMPTS.labels("failure").inc()
     user_id = str(user["_id"]) if user else None
     await audit.record(
@@ -261,33 +385,12 @@ async def _record_failure(
         user_id=user_id,
         details={"reason": reason, "ip": attempt.ip},
     )
-    since = now - timedelta(seconds=auth.failure_window)
-    reset_at = await logins.reset_at(key)
-    if reset_at is not None:
-        since = max(since, as_utc(reset_at))
-    last = await logins.latest_lockout(key)
-    if last is not None:
-        since = max(since, as_utc(last["locked_at"]))
-    if await logins.count_failures(key, since) < auth.failure_limit:
-        return
-    number = await logins.count_lockouts(key) + 1
-    recent = await logins.count_lockouts(key, now - LOCKOUT_MEMORY)
-    seconds = lockout_seconds(recent, auth.lockout_base, auth.lockout_max)
-    if await logins.claim_lockout(key, number, now, now + timedelta(seconds=seconds)):
-        await audit.record(
-            ctx.repos.audit,
-            action="auth.lockout",
-            resource=f"users/{user_id or key}",
-            result="success",
-            user_id=user_id,
-            details={"seconds": seconds, "ip": attempt.ip},
-        )
 
 
 async def login(ctx: Context, attempt: LoginAttempt) -> dict[str, Any]:
     key = username_key(attempt.username)
-    await _check_lockout(ctx, key)
     user = await ctx.repos.users.by_username_key(key)
+    await reserve_attempt(ctx, key, attempt.ip, attempt.password, user)
     # unknown users cost one bcrypt check too, and get the same answer
     hashed: str | bytes = user["password_hash"] if user else ctx.dummy_hash
     password_ok = await check_password(attempt.password, hashed)
@@ -301,9 +404,12 @@ async def login(ctx: Context, attempt: LoginAttempt) -> dict[str, Any]:
         raise Unauthorized(INVALID_CREDENTIALS)
     if user.get("mfa_enabled"):
         await _check_mfa(ctx, attempt, key, user)
+    await _still_unlocked(ctx, key, attempt.ip, attempt.password)
     now = utcnow()
     await ctx.repos.users.update(str(user["_id"]), {"last_login": now})
-    await ctx.repos.logins.reset(key, now)
+    pair = address_scope(key, attempt.ip)
+    await ctx.repos.logins.reset(pair, now)
+    await ctx.repos.logins.mark_known(pair, now)
     LOGIN_ATTEMPTS.labels("success").inc()
     data = await start_session(ctx, user)
     await audit.record(
@@ -325,11 +431,32 @@ async def recheck_password(
     It spends the same per-account failure budget as login: otherwise a stolen
     access token would be a password-guessing oracle at the general rate limit."""
     key = str(user.get("username_key") or username_key(str(user["username"])))
-    await _check_lockout(ctx, key)
+    await reserve_attempt(ctx, key, ip, password, user)
     if not await check_password(password, user["password_hash"]):
         attempt = LoginAttempt(str(user["username"]), "", None, ip)
         await _record_failure(ctx, attempt, key, user, "wrong password at re-authentication")
         raise Unauthorized(message)
+
+
+async def unlock_account(
+    logins: LoginRepository,
+    audit_repo: AuditRepository,
+    user: dict[str, Any],
+    actor: str | None,
+    via: str,
+) -> None:
+    """Lift every lockout of ``user`` (the account's and every source address's);
+    audited as ``auth.unlock``. Used by the admin endpoint, the ``unlock-admin``
+    command and ``BOOTSTRAP_ADMIN_UNLOCK`` (these need no running service)."""
+    await logins.reset(str(user["username_key"]), utcnow())
+    await audit.record(
+        audit_repo,
+        action="auth.unlock",
+        resource=f"users/{user['_id']}",
+        result="success",
+        user_id=actor,
+        details={"via": via},
+    )
 
 
 async def _check_mfa(ctx: Context, attempt: LoginAttempt, key: str, user: dict[str, Any]) -> None:

@@ -22,10 +22,13 @@ from provisioning_common.errors import (
 from provisioning_common.timeutil import utcnow
 
 from ..audit import service as audit
+from ..audit.repository import AuditRepository
 from ..auth import service as auth_service
 from ..auth.passwords import hash_password
+from ..auth.repository import LoginRepository
 from ..context import Context
 from .model import password_problems, public_user, username_key
+from .repository import UserRepository
 
 log = logging.getLogger(__name__)
 
@@ -236,14 +239,21 @@ async def reset_mfa(ctx: Context, user_id: str, actor_id: str) -> None:
 
 async def unlock(ctx: Context, user_id: str, actor_id: str) -> None:
     target = await get_user(ctx, user_id)
-    await ctx.repos.logins.reset(target["username_key"], utcnow())
-    await audit.record(
-        ctx.repos.audit,
-        action="auth.unlock",
-        resource=f"users/{user_id}",
-        result="success",
-        user_id=actor_id,
-    )
+    await auth_service.unlock_account(ctx.repos.logins, ctx.repos.audit, target, actor_id, "admin")
+
+
+async def break_glass_unlock(
+    users: UserRepository, logins: LoginRepository, audit_repo: AuditRepository, via: str
+) -> bool:
+    """Lift the bootstrap ``admin``'s lockouts without an admin session (the
+    ``unlock-admin`` command, ``BOOTSTRAP_ADMIN_UNLOCK=true``); False when there is
+    no ``admin`` user."""
+    admin = await users.by_username_key("admin")
+    if admin is None:
+        return False
+    await auth_service.unlock_account(logins, audit_repo, admin, None, via)
+    log.warning("break-glass: lockouts of 'admin' lifted (%s)", via)
+    return True
 
 
 async def bootstrap_admin(ctx: Context) -> None:

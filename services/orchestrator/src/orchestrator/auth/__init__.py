@@ -21,7 +21,13 @@ How a handler uses it (one line)::
   403 when denied; returns the :class:`Principal` (``sub``, ``username``, ``roles``...).
 - A handler that never calls ``authorize`` is refused (403) by the middleware:
   deny by default. Mark a handler that needs only authentication with ``@authenticated_only``.
-- :func:`authenticate_token` authenticates a raw token (the ``/ws`` query parameter).
+- :func:`authenticate_token` authenticates a raw token (the ``/ws`` query parameter);
+  :func:`authenticate_request` does the same and counts a failure against the caller's
+  address (``AUTH_FAILURES_PER_MINUTE`` failures per window, then 429 for failures).
+- :func:`authorize_all` checks many ``(action, resource, owner)`` at once (a batch's
+  tasks, a rollback's compensations) before anything is created; :func:`may` answers
+  a yes/no for filters (``/ws`` events). Resource names: ``resources.py``; ``owner``
+  (the creator's ``sub``) reaches policy conditions as ``request.owner``.
 """
 
 from provisioning_common.remote_auth import Principal
@@ -30,9 +36,12 @@ from .core import (
     AUTH,
     PRINCIPAL,
     AuthSettings,
+    authenticate_request,
     authenticate_token,
     authenticated_only,
     authorize,
+    authorize_all,
+    may,
     requires,
     setup,
 )
@@ -42,9 +51,12 @@ __all__ = [
     "PRINCIPAL",
     "AuthSettings",
     "Principal",
+    "authenticate_request",
     "authenticate_token",
     "authenticated_only",
     "authorize",
+    "authorize_all",
+    "may",
     "requires",
     "setup",
 ]

@@ -3,24 +3,28 @@ call the service, answer the envelope."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
 
 from orchestrator.audit import record_action
-from orchestrator.auth import PRINCIPAL, authorize
+from orchestrator.auth import PRINCIPAL, authorize, authorize_all
+from orchestrator.auth.resources import command_action, command_resource
+from orchestrator.workflows.bounds import check_pending
 from orchestrator.workflows.keys import IDEMPOTENCY
 from orchestrator.workflows.service import check_key
 from provisioning_common.envelope import ok
-from provisioning_common.errors import Unauthorized
+from provisioning_common.errors import Unauthorized, UnprocessableEntity
 from provisioning_common.openapi import api_doc
 from provisioning_common.pagination import paginated, parse_page
 from provisioning_common.validation import load_body
 from provisioning_common.webapp import COMMON_SETTINGS, enforce_rate_limit
 
-from . import service
+from . import model, service
 from .idempotency import submit_once
 from .keys import BATCH_CONTEXT, BATCH_SETTINGS, COORDINATOR
+from .model import Operation, operation_task_count
 from .schemas import BatchOut, BatchSubmissionSchema, BatchSubmittedOut, PlanOut
 
 routes = web.RouteTableDef()
@@ -39,8 +43,45 @@ def _schema(request: web.Request) -> BatchSubmissionSchema:
     return BatchSubmissionSchema(max_parallel_limit=request.app[BATCH_SETTINGS].max_parallel_limit)
 
 
-async def _body(request: web.Request) -> dict[str, object]:
-    return await load_body(request, _schema(request))
+async def _body(request: web.Request) -> dict[str, Any]:
+    """The validated body, refused (422) when it would expand to more than
+    ``BATCH_MAX_TASKS`` tasks: counted from the body, before anything is expanded."""
+    data = await load_body(request, _schema(request))
+    limit = request.app[BATCH_SETTINGS].max_tasks
+    total = sum(operation_task_count(Operation.from_dict(o)) for o in data["operations"])
+    if total > limit:
+        raise UnprocessableEntity(
+            f"Batch would create {total} tasks; at most {limit} tasks per batch are allowed",
+            details={"operations": [f"{total} tasks exceed the limit of {limit} per batch"]},
+        )
+    return data
+
+
+def _checks(data: Mapping[str, Any], owner: str, verb: str) -> list[tuple[str, str, str | None]]:
+    """What a batch needs allowed: ``verb`` on the batch, each task's action on its
+    resource and, with automatic rollback, the ``delete`` each compensation would run
+    (auth/resources.py; the same names as the workflows and the rollback use)."""
+    checks: list[tuple[str, str, str | None]] = [(verb, f"batches:{data['name']}", owner)]
+    for spec in model.expand_batch("authorization", service.parse_operations(data)):
+        checks.append(
+            (command_action(spec.subcommand), command_resource(spec.subcommand, spec.args), owner)
+        )
+        if data.get("rollback_enabled"):
+            checks.append(
+                (
+                    command_action(spec.compensation_subcommand),
+                    command_resource(spec.compensation_subcommand, spec.compensation_args),
+                    owner,
+                )
+            )
+    return checks
+
+
+def _caller(request: web.Request) -> str:
+    principal = request.get(PRINCIPAL)
+    if principal is None:
+        raise Unauthorized()
+    return str(principal.sub)
 
 
 @routes.post("/batch/execute")
@@ -58,7 +99,10 @@ async def execute_batch(request: web.Request) -> web.Response:
     await _batch_tier(request)
     key = check_key(request.headers.get("Idempotency-Key"))
     data = await _body(request)
-    principal = await authorize(request, "execute", f"batches:{data['name']}")
+    # Every task and compensation, on its real resource, before anything is created.
+    principal = await authorize_all(request, _checks(data, _caller(request), "execute"))
+    total = sum(operation_task_count(Operation.from_dict(o)) for o in data["operations"])
+    await check_pending(request, principal.sub, total)
     ctx = request.app[BATCH_CONTEXT]
 
     async def run(batch_id: str) -> dict[str, Any]:
@@ -91,7 +135,7 @@ async def execute_batch(request: web.Request) -> web.Response:
 async def plan_batch(request: web.Request) -> web.Response:
     await _batch_tier(request)
     data = await _body(request)
-    await authorize(request, "plan", f"batches:{data['name']}")
+    await authorize_all(request, _checks(data, _caller(request), "plan"))
     return ok(service.plan(data, request.app[BATCH_CONTEXT].cli))
 
 
@@ -110,9 +154,14 @@ async def list_batches(request: web.Request) -> web.Response:
 @api_doc(summary="Get a batch operation's status", tags=["batch"], response=BatchOut)
 async def get_batch(request: web.Request) -> web.Response:
     batch_id = request.match_info["id"]
-    await authorize(request, "read", f"batches:{batch_id}")
+    found = await request.app[BATCH_CONTEXT].repo.get(batch_id)
+    await authorize(request, "read", f"batches:{batch_id}", owner=_owner(found))
     batch = await service.get_batch(request.app[BATCH_CONTEXT], batch_id)
     return ok(service.batch_summary(batch))
+
+
+def _owner(batch: Mapping[str, Any] | None) -> str | None:
+    return str(batch.get("created_by") or "") if batch is not None else None
 
 
 @routes.post("/batch/operations/{id}/cancel")
@@ -124,7 +173,8 @@ async def get_batch(request: web.Request) -> web.Response:
 async def cancel_batch(request: web.Request) -> web.Response:
     await _batch_tier(request)
     batch_id = request.match_info["id"]
-    await authorize(request, "cancel", f"batches:{batch_id}")
+    found = await request.app[BATCH_CONTEXT].repo.get(batch_id)
+    await authorize(request, "cancel", f"batches:{batch_id}", owner=_owner(found))
     await service.cancel(request.app[BATCH_CONTEXT], batch_id)
     await record_action(request, "cancel", f"batches:{batch_id}")
     return ok("Operation cancelled")

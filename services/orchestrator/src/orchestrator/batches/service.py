@@ -133,7 +133,7 @@ def _engine_spec(batch: Mapping[str, Any], spec: TaskSpec) -> EngineTaskSpec:
         compensation=Compensation(
             subcommand=spec.compensation_subcommand, args=spec.compensation_args
         ),
-        metadata={"purpose": PURPOSE_RUN},
+        metadata={"purpose": PURPOSE_RUN, "owner": batch.get("created_by") or None},
     )
 
 
@@ -424,6 +424,7 @@ async def _transition(
                 "name": batch["name"],
                 "status": status.lower(),
                 "batch_status": status,
+                "owner": batch.get("created_by"),
             },
         )
 
@@ -445,7 +446,11 @@ async def _progress_event(
                 {"id": o["id"], "status": o["status"], "progress": o["progress"]} for o in ops
             ],
         },
-        metadata={"batch_id": batch["_id"], "name": batch["name"]},
+        metadata={
+            "batch_id": batch["_id"],
+            "name": batch["name"],
+            "owner": batch.get("created_by"),
+        },
     )
 
 
@@ -481,6 +486,7 @@ def ledger_entry(task: Mapping[str, Any], cli: str) -> dict[str, Any]:
         "operation_id": task.get("operation_id"),
         "kind": task.get("kind"),
         "name": task.get("name"),
+        "owner": _task_owner(task),
         "applied": {"command": task["command"], "args": list(task.get("args") or [])},
         "compensation": {
             "command": " ".join([cli, *comp["subcommand"]]),
@@ -515,6 +521,12 @@ def compensation_plan(
     ]
 
 
+def _task_owner(task: Mapping[str, Any]) -> str | None:
+    metadata = task.get("metadata")
+    owner = metadata.get("owner") if isinstance(metadata, Mapping) else task.get("owner")
+    return str(owner) if owner else None
+
+
 def compensation_spec(
     task: Mapping[str, Any],
     comp_id: str,
@@ -522,6 +534,7 @@ def compensation_spec(
     *,
     batch_id: str | None,
     rollback_id: str,
+    owner: str | None = None,
 ) -> EngineTaskSpec:
     comp = task["compensation"]
     noun = comp["subcommand"][0] if comp["subcommand"] else "task"
@@ -539,6 +552,8 @@ def compensation_spec(
             "purpose": PURPOSE_COMPENSATION,
             "compensates": str(task["_id"]),
             "rollback_id": rollback_id,
+            # Whoever runs the rollback owns its tasks (the batch's owner, automatically).
+            "owner": owner if owner is not None else _task_owner(task),
         },
     )
 
@@ -578,7 +593,11 @@ async def _drive_rollback(
                 "rollback_id": rb["rollback_id"],
                 "operations": len(plan_items),
             },
-            metadata={"batch_id": batch["_id"], "name": batch["name"]},
+            metadata={
+                "batch_id": batch["_id"],
+                "name": batch["name"],
+                "owner": batch.get("created_by"),
+            },
         )
         await _create_compensations(ctx, batch, plan_items, rb["rollback_id"], set())
         if not plan_items:
@@ -701,7 +720,11 @@ async def _rollback_done(
             "operations_executed": rb["operations_executed"],
             "operations_failed": rb["operations_failed"],
         },
-        metadata={"batch_id": batch["_id"], "name": batch["name"]},
+        metadata={
+            "batch_id": batch["_id"],
+            "name": batch["name"],
+            "owner": batch.get("created_by"),
+        },
     )
 
 

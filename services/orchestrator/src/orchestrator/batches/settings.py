@@ -16,6 +16,8 @@ class BatchSettings:
     # submitter died half-way) has the missing ones created by the coordinator.
     orphan_after_seconds: float = 60.0
     rollback_wait_seconds: float = 600.0
+    # Tasks one batch may expand to (500 operations x 200 items would be 100,000).
+    max_tasks: int = 1000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> BatchSettings:
@@ -27,4 +29,5 @@ class BatchSettings:
             ),
             orphan_after_seconds=reader.float("BATCH_ORPHAN_AFTER_SECONDS", 60.0, low=0.5),
             rollback_wait_seconds=reader.float("ROLLBACK_WAIT_SECONDS", 600.0, low=1.0),
+            max_tasks=reader.int("BATCH_MAX_TASKS", 1000, low=1, high=1_000_000),
         )

@@ -25,6 +25,7 @@ from provisioning_common.mongo import Document
 from provisioning_common.timeutil import as_utc, utcnow
 
 from . import metrics
+from .index import owner_of
 from .model import (
     ATTEMPT_LOST,
     ATTEMPT_RELEASED,
@@ -902,6 +903,8 @@ class Engine:
             "operation_id": task.get("operation_id"),
             "kind": task.get("kind"),
             "error": task.get("error") if status != RUNNING else None,
+            # Who may see it (/ws filters on it) without a read of the task per event.
+            "owner": owner_of(task),
         }
         return data, metadata
 
@@ -934,6 +937,7 @@ class Engine:
             "task_id": run.task_id,
             "batch_id": run.task.get("batch_id"),
             "operation_id": run.task.get("operation_id"),
+            "owner": owner_of(run.task),
         }
         if run.lines:
             lines, run.lines = run.lines[:_OUTPUT_EVENT_LINES], run.lines[_OUTPUT_EVENT_LINES:]

@@ -38,6 +38,10 @@ log = logging.getLogger(__name__)
 # mode "add": index a task (a new one, or one found by a rebuild): when it is indexed
 #   already, only a final status replaces the one held (a rebuild reads a snapshot).
 # mode "move": a status change of an indexed task; an unknown task is left alone.
+# Owners (ARGV[8] owner or "", ARGV[9] the owners hash, ARGV[10] the per-owner key
+# prefix): an unfinished task of an owner is in ``<prefix><owner>`` (a sorted set, so
+# counting a user's pending work is one ZCARD) and the owners hash remembers whose it
+# is until it is final ("move" calls do not know the owner).
 _MIRROR = """
 local id, status, score, mode = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local n = (#KEYS - 2) / 2
@@ -61,10 +65,28 @@ for i = 1, n do
     if standalone then redis.call('ZREM', KEYS[2 + n + i], id) end
   end
 end
+local owner = ARGV[8]
+if owner == '' then owner = redis.call('HGET', ARGV[9], id) or '' end
+if owner ~= '' then
+  if ARGV[7] == '1' then
+    redis.call('ZREM', ARGV[10] .. owner, id)
+    redis.call('HDEL', ARGV[9], id)
+  else
+    redis.call('ZADD', ARGV[10] .. owner, held, id)
+    redis.call('HSET', ARGV[9], id, owner)
+  end
+end
 return 1
 """
 
 _REBUILD_LOCK_SECONDS = 300
+
+
+def owner_of(task: Mapping[str, Any]) -> str:
+    """The ``sub`` of the user a task was created for ("" when none was recorded)."""
+    metadata = task.get("metadata")
+    owner = metadata.get("owner") if isinstance(metadata, Mapping) else None
+    return str(owner) if owner else ""
 
 
 def score_of(created_at: datetime | None) -> float:
@@ -86,6 +108,14 @@ class TaskIndex:
 
     def batch_key(self, batch_id: str) -> str:
         return f"{self.prefix}:batch:{batch_id}"
+
+    def owner_key(self, owner: str) -> str:
+        """Unfinished (Pending/Running) tasks of ``owner``."""
+        return f"{self.prefix}:owner:{owner}"
+
+    @property
+    def _owners_key(self) -> str:
+        return f"{self.prefix}:owners"
 
     @property
     def _built_key(self) -> str:
@@ -109,6 +139,9 @@ class TaskIndex:
             "0" if batch_id else "1",
             self.batch_key(str(batch_id)) if batch_id else "",
             "1" if status in FINAL_STATUSES else "0",
+            owner_of(task),
+            self._owners_key,
+            self.owner_key(""),
         ]
 
     # --------------------------------------------------------------- writing
@@ -137,11 +170,17 @@ class TaskIndex:
         ids = list(task_ids)
         if not ids:
             return
+        owners = await self.redis.hmget(self._owners_key, ids)
         async with self.redis.pipeline(transaction=False) as pipe:
             for key in self._keys():
                 pipe.zrem(key, *ids)
             for batch_id in set(batch_ids):
                 pipe.zrem(self.batch_key(batch_id), *ids)
+            for task_id, owner in zip(ids, owners, strict=True):
+                if owner:
+                    name = owner.decode() if isinstance(owner, bytes) else str(owner)
+                    pipe.zrem(self.owner_key(name), task_id)
+            pipe.hdel(self._owners_key, *ids)
             await pipe.execute()
 
     # --------------------------------------------------------------- reading
@@ -162,6 +201,10 @@ class TaskIndex:
     async def oldest(self, before: float, limit: int) -> list[str]:
         raw = await self.redis.zrangebyscore(self.key(), "-inf", before, start=0, num=limit)
         return [r.decode() if isinstance(r, bytes) else str(r) for r in raw]
+
+    async def unfinished_of(self, owner: str) -> int:
+        """Pending and running tasks of ``owner`` (one ZCARD, whatever the history)."""
+        return int(await self.redis.zcard(self.owner_key(owner)))
 
     async def count(self, key: str) -> int:
         return int(await self.redis.zcard(key))

@@ -40,7 +40,7 @@ OUTPUT_SUMMARY_CHARS = 1024
 # Tasks are indexed just before they are inserted; an entry younger than this whose
 # document is not there yet is a creation in flight, not a leftover.
 _CREATION_GRACE_SECONDS = 60.0
-_INDEX_FIELDS = {"_id": 1, "status": 1, "created_at": 1, "batch_id": 1}
+_INDEX_FIELDS = {"_id": 1, "status": 1, "created_at": 1, "batch_id": 1, "metadata.owner": 1}
 
 # Tasks are listed through the Redis index and read by ``_id``; on MongoDB ``status``
 # serves the start-up queue sweep.

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 from aiohttp import web
 
 from orchestrator.audit import record_action, record_audit
-from orchestrator.auth import authorize
+from orchestrator.auth import authorize, authorize_all
 from provisioning_common.envelope import ok
 from provisioning_common.openapi import api_doc
 from provisioning_common.pagination import paginated, parse_page
@@ -86,12 +89,19 @@ async def list_operations(request: web.Request) -> web.Response:
     responses={404: "Unknown checkpoint", 409: "A batch it touches is running"},
 )
 async def execute_rollback(request: web.Request) -> web.Response:
-    await authorize(request, "execute", "rollback:*")
+    principal = await authorize(request, "execute", "rollback:*")
     body = await load_body(request, RollbackIn())
+
+    async def check(entries: Sequence[Mapping[str, Any]]) -> None:
+        # Each compensation on the resource it deletes, before any is claimed or run.
+        await authorize_all(request, service.compensation_checks(entries))
+
     result = await service.execute(
         request.app[ROLLBACK_CONTEXT],
         checkpoint_id=body.get("checkpoint_id"),
         operation_ids=body.get("operation_ids"),
+        check=check,
+        owner=principal.sub,
     )
     await record_audit(
         request,

@@ -8,10 +8,11 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from orchestrator.auth.resources import command_action, command_resource
 from orchestrator.batches.model import COMPLETED, FAILED, FINISHED, RUNNING
 from orchestrator.batches.repository import BatchRepository
 from orchestrator.batches.service import compensation_spec
@@ -88,12 +89,30 @@ async def _refuse_if_busy(ctx: RollbackContext, batch_ids: set[str]) -> None:
             raise Conflict(f"Batch {batch_id} is running; try again when it has finished")
 
 
+def compensation_checks(entries: Sequence[Mapping[str, Any]]) -> list[tuple[str, str, str | None]]:
+    """``(action, resource, owner)`` of each compensation ``entries`` would run: a
+    ``delete`` on the resource of the task it undoes (auth/resources.py)."""
+    checks: list[tuple[str, str, str | None]] = []
+    for entry in entries:
+        comp = entry["compensation"]
+        sub, args = list(comp["subcommand"]), list(comp.get("args") or [])
+        owner = entry.get("owner")
+        checks.append(
+            (command_action(sub), command_resource(sub, args), str(owner) if owner else None)
+        )
+    return checks
+
+
 async def execute(
     ctx: RollbackContext,
     *,
     checkpoint_id: str | None,
     operation_ids: Sequence[str] | None,
+    check: Callable[[Sequence[Mapping[str, Any]]], Awaitable[None]] | None = None,
+    owner: str | None = None,
 ) -> dict[str, Any]:
+    """``check`` sees the ledger entries to compensate before anything is claimed or
+    created (authorization of every compensation); ``owner`` owns the tasks created."""
     started = time.monotonic()
     if checkpoint_id is not None:
         checkpoint = await get_checkpoint(ctx, checkpoint_id)
@@ -107,6 +126,8 @@ async def execute(
                 "Unknown operation ids", details={"operation_ids": [", ".join(unknown)]}
             )
     pending = [e for e in entries if not e.get("compensated_by")]
+    if check is not None:
+        await check(pending)
     await _refuse_if_busy(ctx, {str(e["batch_id"]) for e in pending if e.get("batch_id")})
     if checkpoint_id is not None:
         # Nothing started after the checkpoint may be running either.
@@ -131,12 +152,13 @@ async def execute(
         "operations_executed": 0,
         "operations_failed": 0,
         "duration": None,
+        "owner": owner,
     }
     await ctx.repo.insert_rollback(record)
     await ctx.publisher.publish(
         "RollbackStarted",
         data={"rollback_id": rollback_id, "checkpoint_id": checkpoint_id, "operations": len(owned)},
-        metadata={"rollback_id": rollback_id},
+        metadata={"rollback_id": rollback_id, "owner": owner},
     )
     task_ids: list[str] = []
     previous: str | None = None
@@ -152,7 +174,9 @@ async def execute(
             },
         }
         await ctx.engine.create_task(
-            compensation_spec(task, comp_id, previous, batch_id=None, rollback_id=rollback_id)
+            compensation_spec(
+                task, comp_id, previous, batch_id=None, rollback_id=rollback_id, owner=owner
+            )
         )
         task_ids.append(comp_id)
         previous = comp_id
@@ -193,7 +217,7 @@ async def execute(
     await ctx.publisher.publish(
         "RollbackCompleted",
         data=dict(result),
-        metadata={"rollback_id": rollback_id},
+        metadata={"rollback_id": rollback_id, "owner": owner},
     )
     return result
 

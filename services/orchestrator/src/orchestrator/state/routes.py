@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from orchestrator.auth import authorize
+from orchestrator.engine.index import owner_of
 from provisioning_common.envelope import ok
 from provisioning_common.openapi import api_doc
 
@@ -15,10 +16,26 @@ from .schemas import HealthOut, MetricsOut, ProgressOut, SnapshotOut, Statistics
 routes = web.RouteTableDef()
 
 
+async def _authorize_workflow(request: web.Request) -> None:
+    """``read`` on ``state:*`` and on the workflow itself (``batches:<id>`` or
+    ``tasks:<id>``, with its owner): "own only" policies hold here too."""
+    await authorize(request, "read", "state:*")
+    workflow_id = request.match_info["id"]
+    ctx = request.app[STATE_CONTEXT]
+    batch = await ctx.batches.get(workflow_id)
+    if batch is not None:
+        owner = str(batch.get("created_by") or "")
+        await authorize(request, "read", f"batches:{workflow_id}", owner=owner)
+        return
+    task = await ctx.store.get(workflow_id)
+    owner = owner_of(task) if task is not None else ""
+    await authorize(request, "read", f"tasks:{workflow_id}", owner=owner)
+
+
 @routes.get("/state/workflows/{id}/progress")
 @api_doc(summary="Progress of a workflow (task or batch)", tags=["state"], response=ProgressOut)
 async def workflow_progress(request: web.Request) -> web.Response:
-    await authorize(request, "read", "state:*")
+    await _authorize_workflow(request)
     return ok(await service.progress(request.app[STATE_CONTEXT], request.match_info["id"]))
 
 
@@ -30,7 +47,7 @@ async def workflow_progress(request: web.Request) -> web.Response:
     many=True,
 )
 async def workflow_snapshots(request: web.Request) -> web.Response:
-    await authorize(request, "read", "state:*")
+    await _authorize_workflow(request)
     return ok(await service.snapshots(request.app[STATE_CONTEXT], request.match_info["id"]))
 
 

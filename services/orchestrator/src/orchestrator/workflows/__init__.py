@@ -8,6 +8,7 @@ from aiohttp import web
 
 from provisioning_common.webapp import DATABASE
 
+from .bounds import BOUNDS, Bounds
 from .keys import IDEMPOTENCY
 from .repository import IdempotencyRepository
 from .routes import routes
@@ -16,6 +17,7 @@ __all__ = ["setup"]
 
 
 def setup(app: web.Application) -> None:
+    app[BOUNDS] = Bounds.from_env()
     app.router.add_routes(routes)
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:

@@ -13,9 +13,11 @@ from provisioning_common.openapi import api_doc
 from provisioning_common.validation import load_body
 
 from ..audit import record_action
-from ..auth import authorize
+from ..auth import PRINCIPAL, authorize
+from ..auth.resources import command_action, command_resource
 from ..engine import TaskSpec
 from ..tasks import ENGINE
+from .bounds import check_pending, owned
 from .keys import IDEMPOTENCY
 from .model import cluster_spec, servers_spec, taskserv_spec
 from .schemas import ClusterCreate, ServersCreate, TaskservCreate
@@ -27,17 +29,20 @@ routes = web.RouteTableDef()
 async def _submit(
     request: web.Request,
     schema: Schema,
-    action: Callable[[Mapping[str, Any]], tuple[str, str]],
     build: Callable[[Mapping[str, Any]], TaskSpec],
 ) -> web.Response:
     key = check_key(request.headers.get("Idempotency-Key"))
     body = await load_body(request, schema)
-    verb, resource = action(body)
-    principal = await authorize(request, verb, resource)
+    spec = build(body)
+    # The resource is named from the command the task will run (auth/resources.py).
+    verb, resource = command_action(spec.subcommand), command_resource(spec.subcommand, spec.args)
+    principal = request.get(PRINCIPAL)
+    principal = await authorize(request, verb, resource, owner=principal.sub if principal else None)
+    await check_pending(request, principal.sub, 1)
     task_id = await submit(
         request.app[ENGINE],
         request.app[IDEMPOTENCY],
-        build(body),
+        owned(spec, principal.sub),
         path=request.path,
         body=body,
         user=principal.sub,
@@ -55,9 +60,7 @@ async def _submit(
     responses={409: "Idempotency-Key reused with a different body"},
 )
 async def servers_create(request: web.Request) -> web.Response:
-    return await _submit(
-        request, ServersCreate(), lambda b: ("create", f"servers:{b['infra']}"), servers_spec
-    )
+    return await _submit(request, ServersCreate(), servers_spec)
 
 
 @routes.post("/workflows/taskserv/create")
@@ -68,12 +71,7 @@ async def servers_create(request: web.Request) -> web.Response:
     responses={409: "Idempotency-Key reused with a different body"},
 )
 async def taskserv_create(request: web.Request) -> web.Response:
-    return await _submit(
-        request,
-        TaskservCreate(),
-        lambda b: (b["operation"], f"taskservs:{b['taskserv']}"),
-        taskserv_spec,
-    )
+    return await _submit(request, TaskservCreate(), taskserv_spec)
 
 
 @routes.post("/workflows/cluster/create")
@@ -84,9 +82,4 @@ async def taskserv_create(request: web.Request) -> web.Response:
     responses={409: "Idempotency-Key reused with a different body"},
 )
 async def cluster_create(request: web.Request) -> web.Response:
-    return await _submit(
-        request,
-        ClusterCreate(),
-        lambda b: (b["operation"], f"clusters:{b['cluster_type']}"),
-        cluster_spec,
-    )
+    return await _submit(request, ClusterCreate(), cluster_spec)
