@@ -15,8 +15,10 @@ import pytest
 import requests
 
 from tests.e2e.conftest import Services
+from tests.support.cli_log import worker_pid
 from tests.support.contract import CONTRACT_BATCH
 from tests.support.processes import ServiceProcess
+from tests.support.timing import wait_fresh_window
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 FINAL = ("Completed", "Failed", "Cancelled")
@@ -79,6 +81,34 @@ def wait_batch(
 
 def task(services: Services, task_id: str, url: str | None = None) -> dict[str, Any]:
     return dict(_get(services, f"/tasks/{task_id}", url).json()["data"])
+
+
+def attempts_of(services: Services, task_id: str, url: str | None = None) -> list[dict[str, Any]]:
+    resp = _get(services, f"/tasks/{task_id}/attempts", url)
+    assert resp.status_code == 200, resp.text
+    return list(resp.json()["data"])
+
+
+def wait_batch_task_running(
+    services: Services, batch_id: str, name: str, *, url: str | None = None, timeout: float = 30
+) -> tuple[str, dict[str, Any]]:
+    """The id and current attempt of the batch's task whose name contains ``name``,
+    once that attempt is Running."""
+    deadline = time.monotonic() + timeout
+    seen: Any = None
+    while time.monotonic() < deadline:
+        doc = _get(services, f"/batch/operations/{batch_id}", url).json()["data"]
+        for op in doc["operations"]:
+            for task_id in op["results"]["task_ids"]:
+                one = task(services, task_id, url)
+                if name not in one["name"]:
+                    continue
+                attempts = attempts_of(services, task_id, url)
+                seen = (one["status"], attempts)
+                if attempts and attempts[-1]["status"] == "Running":
+                    return task_id, attempts[-1]
+        time.sleep(0.1)
+    raise AssertionError(f"no task {name!r} of batch {batch_id} running after {timeout}s: {seen}")
 
 
 def test_contract_batch_runs_in_order_with_state(services: Services) -> None:
@@ -197,8 +227,13 @@ def test_authorization_idempotency_and_rate_limit(
     assert other.status_code == 409
 
     # The batch tier is counted per user in Redis (shared by replicas): a fresh user.
+    # One long window, entered with time to spare: the count cannot roll over mid-test.
     operator = services.user_token("operator")
-    limited = start_orchestrator_process(RATE_LIMIT_BATCH_PER_MINUTE="2")
+    window = 3600
+    limited = start_orchestrator_process(
+        RATE_LIMIT_BATCH_PER_MINUTE="2", RATE_LIMIT_WINDOW_SECONDS=str(window)
+    )
+    wait_fresh_window(window)
     responses = [
         _post(services, "/batch/plan", CONTRACT_BATCH, url=limited.url, token=operator)
         for _ in range(3)
@@ -270,7 +305,7 @@ def test_cancel_mid_batch(services: Services) -> None:
     body = copy.deepcopy(CONTRACT_BATCH)
     body["operations"][0]["server_configs"][0]["name"] = "web-sleep5"
     batch_id = _post(services, "/batch/execute", body).json()["data"]["batch_id"]
-    time.sleep(1.0)
+    running_id, _ = wait_batch_task_running(services, batch_id, "web-sleep5")
     first = _post(services, f"/batch/operations/{batch_id}/cancel")
     assert first.status_code == 200
     assert first.json()["data"] == "Operation cancelled"
@@ -278,25 +313,40 @@ def test_cancel_mid_batch(services: Services) -> None:
     doc = wait_batch(services, batch_id, timeout=30)
     assert doc["status"] == "Cancelled"
     assert doc["operations"][1]["status"] == "Cancelled"
+    # The task that was running was stopped, not left to finish its 5 s.
+    assert services.wait_task(running_id)["status"] == "Cancelled"
 
 
 def test_kill_9_mid_batch_then_restart_completes(
     services: Services, start_orchestrator_process: Callable[..., ServiceProcess]
 ) -> None:
+    """SIGKILL a replica while it runs a task of a batch (that task's attempt is
+    Running with the replica's worker_id); a new replica takes the task over (the
+    killed attempt is Lost) and completes the batch."""
     env = {
         "MONGODB_DATABASE": f"orch_{uuid.uuid4().hex[:12]}",
-        "ENGINE_LEASE_SECONDS": "2",
-        "ENGINE_HEARTBEAT_SECONDS": "0.4",
+        "ENGINE_LEASE_SECONDS": "3",
+        "ENGINE_HEARTBEAT_SECONDS": "0.5",
     }
     first = start_orchestrator_process(**env)
+    assert first.proc is not None
     body = copy.deepcopy(CONTRACT_BATCH)
-    body["operations"][0]["server_configs"][0]["name"] = "web-sleep2"
-    batch_id = _post(services, "/batch/execute", body, url=first.url).json()["data"]["batch_id"]
-    time.sleep(0.8)
+    body["operations"][0]["server_configs"][0]["name"] = "web-sleep3"
+    resp = _post(services, "/batch/execute", body, url=first.url)
+    assert resp.status_code == 200, resp.text
+    batch_id = resp.json()["data"]["batch_id"]
+    task_id, running = wait_batch_task_running(services, batch_id, "web-sleep3", url=first.url)
+    assert worker_pid(running["worker_id"]) == first.proc.pid, running
     first.kill()
     second = start_orchestrator_process(**env)
-    doc = wait_batch(services, batch_id, url=second.url, timeout=60)
+    assert second.proc is not None
+    doc = wait_batch(services, batch_id, url=second.url, timeout=90)
     assert doc["status"] == "Completed"
+    attempts = attempts_of(services, task_id, second.url)
+    assert [a["status"] for a in attempts] == ["Lost", "Completed"], attempts
+    assert attempts[0]["worker_id"] == running["worker_id"]
+    assert worker_pid(attempts[1]["worker_id"]) == second.proc.pid
+    assert _ts(attempts[0]["ended_at"]) <= _ts(attempts[1]["started_at"])
 
 
 def test_checkpoint_rollback_and_restore(services: Services) -> None:

@@ -368,12 +368,13 @@ async def test_cancel_mid_batch(
     )
     try:
         batch_id = await h.submit(CONTRACT_BATCH)
-        for _ in range(100):
-            tasks = await h.engine.store.find_by_batch(batch_id)
-            if any(t["status"] == "Running" for t in tasks):
-                break
+        deadline = time.monotonic() + 30
+        tasks = await h.engine.store.find_by_batch(batch_id)
+        while not any(t["status"] == "Running" for t in tasks):
+            assert time.monotonic() < deadline, f"no task of the batch running: {tasks}"
             await asyncio.sleep(0.05)
-        await h.cancel(batch_id)
+            tasks = await h.engine.store.find_by_batch(batch_id)
+        await h.cancel(batch_id)  # mid-batch: a task is running
         await h.cancel(batch_id)  # twice is harmless
         doc = await h.wait(batch_id, timeout=20)
         assert doc["status"] == "Cancelled"
@@ -437,23 +438,20 @@ async def test_two_coordinators_decide_once(
     mongo_db: AsyncDatabase[dict[str, Any]], redis_client: Redis, tmp_path: Path
 ) -> None:
     """Two replicas (engine + coordinator each) on one database: every task runs
-    once and each status change / rollback is announced once."""
+    once and each status change / rollback is announced once. Each replica runs one
+    task at a time and the two servers of the first operation run for a second, so
+    both replicas run tasks (and their coordinators hear of their finals)."""
+    env = {"PROVISIONING_SIM_FAIL": "boom", "PROVISIONING_SIM_SLEEP": "1.0"}
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    a, stop_a = await make_harness(
-        mongo_db, redis_client, tmp_path / "a", env={"PROVISIONING_SIM_FAIL": "boom"}
-    )
+    a, stop_a = await make_harness(mongo_db, redis_client, tmp_path / "a", env=env, concurrency=1)
     b, stop_b = await make_harness(
-        mongo_db,
-        redis_client,
-        tmp_path / "b",
-        env={"PROVISIONING_SIM_FAIL": "boom"},
-        cli=a.batch.cli,
+        mongo_db, redis_client, tmp_path / "b", env=env, cli=a.batch.cli, concurrency=1
     )
     try:
         batch_id = await a.submit(FAILING_BATCH)
         b.coordinator.poke(batch_id)
-        doc = await b.wait(batch_id, until_rollback=True, timeout=60)
+        doc = await b.wait(batch_id, until_rollback=True, timeout=90)
         assert doc["status"] == "Failed"
         assert doc["rolled_back"] is True
         for kind in ("RollbackStarted", "RollbackCompleted"):
@@ -461,9 +459,16 @@ async def test_two_coordinators_decide_once(
         changed = [e["data"]["status"] for e in await events_of(mongo_db, "BatchStatusChanged")]
         assert changed == ["pending", "running", "failed"]
         runs = await mongo_db["tasks"].count_documents({"batch_id": batch_id})
-        attempts = await mongo_db["task_attempts"].count_documents({})
+        attempts = await mongo_db["task_attempts"].find({}).to_list()
         assert runs == 8  # 5 run tasks + 3 compensations
-        assert attempts == runs - 1  # the dependent of the failure never started
+        assert len(attempts) == runs - 1  # the dependent of the failure never started
+        # Both replicas did work: each ran CLI processes and holds attempts.
+        calls_a, calls_b = read_log(a.log), read_log(b.log)
+        assert len(calls_a) + len(calls_b) == runs - 1
+        assert calls_a, "replica A ran no task"
+        assert calls_b, "replica B ran no task"
+        workers = {x["worker_id"] for x in attempts}
+        assert workers == {a.engine.worker_id, b.engine.worker_id}, workers
     finally:
         for s in [*stop_a, *stop_b]:
             await s.stop()
@@ -472,10 +477,13 @@ async def test_two_coordinators_decide_once(
 async def test_parallel_limit_holds_across_replicas(
     mongo_db: AsyncDatabase[dict[str, Any]], redis_client: Redis, tmp_path: Path
 ) -> None:
+    """The batch's parallel limit (2) holds for the sum over two replicas. A runs one
+    task at a time, so reaching the limit needs B: B did work, and B alone (16 at a
+    time) could exceed the limit if it were not shared."""
     env = {"PROVISIONING_SIM_SLEEP": "0.3"}
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    a, stop_a = await make_harness(mongo_db, redis_client, tmp_path / "a", env=env)
+    a, stop_a = await make_harness(mongo_db, redis_client, tmp_path / "a", env=env, concurrency=1)
     b, stop_b = await make_harness(mongo_db, redis_client, tmp_path / "b", env=env, cli=a.batch.cli)
     try:
         body = {
@@ -492,9 +500,15 @@ async def test_parallel_limit_holds_across_replicas(
             ],
         }
         batch_id = await a.submit(body)
+        b.coordinator.poke(batch_id)
         assert (await a.wait(batch_id, timeout=60))["status"] == "Completed"
-        calls = read_log(a.log) + read_log(b.log)
+        calls_a, calls_b = read_log(a.log), read_log(b.log)
+        calls = calls_a + calls_b
         assert len(calls) == 10
+        assert calls_b, "replica B ran no task"
+        workers = {x["worker_id"] async for x in mongo_db["task_attempts"].find({})}
+        assert b.engine.worker_id in workers, workers
+        assert workers <= {a.engine.worker_id, b.engine.worker_id}, workers
         # Which replica runs what is up to their claims; the limit holds for the sum.
         points = sorted([(c["start"], 1) for c in calls] + [(c["end"], -1) for c in calls])
         running = peak = 0
