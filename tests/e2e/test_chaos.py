@@ -31,6 +31,7 @@ import requests
 from pymongo import MongoClient
 
 from tests.e2e.conftest import Services
+from tests.support.cli_log import CliLog, Run, write_cli
 from tests.support.processes import ServiceProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -50,57 +51,6 @@ RESTART_AFTER = 1.0
 KILL_WAIT = 40.0  # for B to be running a task before a kill
 FINAL_WAIT = 120.0
 TIMEOUT = 10
-
-# Bash, not Python: a start costs a few milliseconds on a loaded machine. `sleep & wait`
-# lets the TERM trap run at once (cancellation, lost lease): such a run logs its end too.
-CLI = """#!/bin/bash
-ev() {{
-  printf '{{"task": "%s", "attempt": %s, "event": "%s", "t": %s, "ppid": %s, "how": "%s"}}\\n' \\
-    "$PROVISIONING_TASK_ID" "${{PROVISIONING_ATTEMPT:-0}}" "$1" "${{EPOCHREALTIME/,/.}}" \\
-    "$PPID" "$2" >> '{log}'
-}}
-ev start ""
-trap 'ev end term; exit 143' TERM
-d={run}
-case "$*" in *chaos-slow*) d={batch_run};; esac
-sleep "$d" & wait $!
-ev end exit
-"""
-
-
-@dataclass
-class Run:
-    task: str
-    attempt: int
-    ppid: int
-    start: float
-    end: float | None = None
-
-
-@dataclass
-class CliLog:
-    path: Path
-    runs: list[Run] = field(default_factory=list)
-
-    def read(self) -> list[Run]:
-        """Every run so far, a start matched with the end of the same process."""
-        open_runs: dict[tuple[str, int, int], Run] = {}
-        runs: list[Run] = []
-        if not self.path.exists():
-            return runs
-        for line in self.path.read_text().splitlines():
-            if not line.endswith("}"):
-                continue  # a line being written
-            ev = json.loads(line)
-            key = (ev["task"], int(ev["attempt"]), int(ev["ppid"]))
-            if ev["event"] == "start":
-                run = Run(ev["task"], int(ev["attempt"]), int(ev["ppid"]), float(ev["t"]))
-                open_runs[key] = run
-                runs.append(run)
-            elif key in open_runs:
-                open_runs.pop(key).end = float(ev["t"])
-        self.runs = runs
-        return runs
 
 
 def _running_on(log: CliLog, pid: int) -> list[Run]:
@@ -223,10 +173,9 @@ def test_kill_9_one_replica_repeatedly_under_load(
     tmp_path: Path,
 ) -> None:
     started = time.monotonic()
-    log = CliLog(tmp_path / "cli.jsonl")
-    cli = tmp_path / "chaos-cli"
-    cli.write_text(CLI.format(log=log.path, run=RUN_SECONDS, batch_run=BATCH_RUN_SECONDS))
-    cli.chmod(0o755)
+    cli, log = write_cli(
+        tmp_path, run=RUN_SECONDS, slow_tag="chaos-slow", slow_run=BATCH_RUN_SECONDS
+    )
     db_name = f"orch_chaos_{uuid.uuid4().hex[:10]}"
     env = {
         "MONGODB_DATABASE": db_name,
