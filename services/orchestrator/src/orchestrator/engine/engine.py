@@ -435,7 +435,8 @@ class Engine:
                 if task is None or final is not None:
                     await self.store.dequeue(str(att["task_id"]))
             if task is not None and final is not None and task["status"] != final["status"]:
-                await self._repair(task, final)
+                # The entry stays until the attempt is closed, or nobody would close it.
+                await self._repair(task, final, dequeue=lease_end < long_dead)
             return
         if effective_attempts(task, n) >= int(task["max_attempts"]):
             error = (
@@ -858,11 +859,18 @@ class Engine:
                 log.exception("final listener failed for task %s", task["_id"])
 
     async def _repair(
-        self, task: Document, final: Document, extra: Mapping[str, Any] | None = None
+        self,
+        task: Document,
+        final: Document,
+        extra: Mapping[str, Any] | None = None,
+        *,
+        dequeue: bool = True,
     ) -> None:
         """The final decision is the truth: a late write (Running) is overwritten, and
         the task leaves the queue (the invariant every pass restores: a task with a
-        final record is final in its document and absent from the queue)."""
+        final record is final in its document and absent from the queue) unless
+        ``dequeue`` is False (an attempt of it still shows Running: the takeover pass,
+        which watches queued tasks only, closes it first)."""
         task_id = str(task["_id"])
         self._finals[task_id] = str(final["status"])
         if task.get("status") != final["status"] or extra:
@@ -886,6 +894,8 @@ class Engine:
                 merged = {**task, **fields}
                 await self._emit_status(merged, str(final["status"]))
                 await self._notify_final(merged)
+        if not dequeue:
+            return
         if self._loops:
             self._dequeue_pending.add(task_id)
         else:
