@@ -85,6 +85,14 @@ async def wait_final(engine: Engine, task_id: str, timeout: float = 20) -> dict[
     raise AssertionError(f"task {task_id} did not finish: {await engine.store.get(task_id)}")
 
 
+async def wait_dequeued(engine: Engine, task_id: str, timeout: float = 10) -> None:
+    """The finishing replica removes a final task's queue entry in its next tick."""
+    deadline = time.monotonic() + timeout
+    while await engine.store.queue.find_one({"_id": task_id}) is not None:
+        assert time.monotonic() < deadline, f"queue entry of {task_id} never removed"
+        await asyncio.sleep(0.05)
+
+
 async def wait_status(engine: Engine, task_id: str, status: str, timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -325,6 +333,7 @@ async def test_task_shown_running_after_its_final_is_repaired(
     task_id = await engine.create_task(spec())
     doc = await wait_final(engine, task_id)
     assert doc["status"] == "Completed"
+    await wait_dequeued(engine, task_id)  # so the entry put back below is not removed
     store = engine.store
     long_ago = doc["completed_at"] - timedelta(seconds=60)
     await store.update_attempt(f"{task_id}:1", {"ended_at": long_ago})
@@ -361,6 +370,7 @@ async def test_task_running_without_attempt_or_final_goes_back_to_the_queue(
     engine = await make_engine()
     task_id = await engine.create_task(spec())
     doc = await wait_final(engine, task_id)
+    await wait_dequeued(engine, task_id)  # so the entry put back below is not removed
     store = engine.store
     await store.finals.delete_one({"_id": task_id})
     await store.update_attempt(
