@@ -790,9 +790,6 @@ class Engine:
         # never still holds one (and the next task of the group can start sooner).
         await self._release(run)
         await self._finalize(task, status, error, attempt=(run.aid, attempt_fields), extra=extra)
-        started = task.get("started_at")
-        if started is not None:
-            metrics.TASK_DURATION.observe((now - as_utc(started)).total_seconds())
 
     async def _release(self, run: Run) -> None:
         if run.slot:
@@ -836,9 +833,13 @@ class Engine:
         for closing in (attempt, won_attempt):
             if closing is not None:
                 await self.store.update_attempt(closing[0], dict(closing[1]))
+        # Counted before the final is visible: whoever sees it final sees it counted.
+        metrics.TASKS_TOTAL.labels(wire_status(status)).inc()
+        started = task.get("started_at")
+        if attempt is not None and started is not None:  # a run of ours ended
+            metrics.TASK_DURATION.observe((now - as_utc(started)).total_seconds())
         await self.store.update_task(task_id, fields)
         merged = {**task, **fields}
-        metrics.TASKS_TOTAL.labels(wire_status(status)).inc()
         # Dependents may start now (this replica knows the final): do not wait for the
         # event and the listeners. Only now (attempt closed, task final) does the task
         # leave the queue: batched by the scheduler, at once where none runs.
