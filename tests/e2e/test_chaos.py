@@ -31,7 +31,7 @@ import requests
 from pymongo import MongoClient
 
 from tests.e2e.conftest import Services
-from tests.support.cli_log import CliLog, Run, write_cli
+from tests.support.cli_log import CliLog, Run, replica_env, write_cli
 from tests.support.processes import ServiceProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -177,14 +177,7 @@ def test_kill_9_one_replica_repeatedly_under_load(
         tmp_path, run=RUN_SECONDS, slow_tag="chaos-slow", slow_run=BATCH_RUN_SECONDS
     )
     db_name = f"orch_chaos_{uuid.uuid4().hex[:10]}"
-    env = {
-        "MONGODB_DATABASE": db_name,
-        "PROVISIONING_CLI": str(cli),
-        "ENGINE_LEASE_SECONDS": str(LEASE_SECONDS),
-        "ENGINE_HEARTBEAT_SECONDS": "0.5",
-        "ENGINE_CONCURRENCY": "8",
-        "LOG_LEVEL": "WARNING",
-    }
+    env = replica_env(cli, lease_seconds=LEASE_SECONDS, database=db_name)
     a = start_orchestrator_process(**env)
     b = start_orchestrator_process(**env)
     assert a.proc is not None

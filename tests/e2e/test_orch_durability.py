@@ -22,7 +22,7 @@ import requests
 from pymongo import MongoClient
 
 from tests.e2e.conftest import Services
-from tests.support.cli_log import Run, worker_pid, write_cli
+from tests.support.cli_log import Run, replica_env, worker_pid, write_cli
 from tests.support.processes import ServiceProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -124,14 +124,7 @@ def test_two_replicas_share_100_tasks_and_a_kill_9_leaves_no_overlapping_runs(
     documents: both replicas completed tasks and B's killed attempts are Lost."""
     cli, log = write_cli(tmp_path, run=RUN_SECONDS)
     db_name = f"orch_{uuid.uuid4().hex[:12]}"
-    env = {
-        "MONGODB_DATABASE": db_name,
-        "PROVISIONING_CLI": str(cli),
-        "ENGINE_LEASE_SECONDS": str(LEASE_SECONDS),
-        "ENGINE_HEARTBEAT_SECONDS": "0.5",
-        "ENGINE_CONCURRENCY": "8",
-        "LOG_LEVEL": "WARNING",
-    }
+    env = replica_env(cli, lease_seconds=LEASE_SECONDS, database=db_name)
     a, b = start_orchestrator_process(**env), start_orchestrator_process(**env)
     assert a.proc is not None
     assert b.proc is not None

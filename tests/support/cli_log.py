@@ -87,3 +87,16 @@ def write_cli(
 def worker_pid(worker_id: str) -> int:
     """The process id in an engine worker id (``host:pid:random``)."""
     return int(worker_id.split(":")[1])
+
+
+def replica_env(cli: Path, *, lease_seconds: float, database: str) -> dict[str, str]:
+    """Environment of orchestrator replicas that share ``database`` and run ``cli``, with
+    a short lease (so takeovers happen within a test) and a heartbeat well inside it."""
+    return {
+        "MONGODB_DATABASE": database,
+        "PROVISIONING_CLI": str(cli),
+        "ENGINE_LEASE_SECONDS": str(lease_seconds),
+        "ENGINE_HEARTBEAT_SECONDS": "0.5",
+        "ENGINE_CONCURRENCY": "8",
+        "LOG_LEVEL": "WARNING",
+    }
