@@ -18,13 +18,16 @@ import pytest
 from aiohttp import WSCloseCode, web
 
 from provisioning_client import (
+    ApiError,
     AuthenticationError,
+    Backoff,
     ConflictError,
     MfaRequiredError,
     NotFoundError,
     ProvisioningClient,
     RateLimitError,
     ServerError,
+    ServiceUnavailableError,
     SyncProvisioningClient,
     TransportError,
     ValidationError,
@@ -55,6 +58,7 @@ class Fake:
     link_mode: bool = True
     foreign_links: bool = False
     tokens_issued: int = 0
+    flaky_calls: int = 0
 
     def session(self, refresh: bool = True) -> dict[str, Any]:
         self.tokens_issued += 1
@@ -149,6 +153,10 @@ def build_app(fake: Fake) -> web.Application:
             )
         if task_id == "notenvelope":
             return web.json_response({"id": "x"})
+        if task_id.startswith("flaky-"):  # 503 for the first N calls
+            fake.flaky_calls += 1
+            if fake.flaky_calls <= int(task_id.split("-")[1]):
+                return fail(503, "store unavailable")
         return ok({**TASKS[1], "id": task_id, "progress": 50, "surprise": "kept"})
 
     @routes.post("/workflows/servers/create")
@@ -156,6 +164,11 @@ def build_app(fake: Fake) -> web.Application:
         key = request.headers.get("Idempotency-Key", "")
         fake.idempotency_keys.append(key)
         return ok(f"task-for-{key}")
+
+    @routes.post("/tasks/{id}/cancel")
+    async def cancel(request: web.Request) -> web.Response:
+        fake.flaky_calls += 1
+        return fail(503, "store unavailable")
 
     @routes.get("/ws")
     async def ws(request: web.Request) -> web.WebSocketResponse:
@@ -237,13 +250,16 @@ async def test_login_with_mfa_and_typed_session(client: ProvisioningClient) -> N
         (401, AuthenticationError),
     ],
 )
-async def test_error_mapping(client: ProvisioningClient, status: int, exc_type: type) -> None:
+async def test_error_mapping(
+    client: ProvisioningClient, status: int, exc_type: type[ApiError]
+) -> None:
     await client.login("admin", "pw")
     with pytest.raises(exc_type) as info:
         await client.get_task(f"status-{status}")
     assert info.value.status == status
     assert info.value.message == f"canned {status}"
     if status == 429:
+        assert isinstance(info.value, RateLimitError)
         assert info.value.retry_after == 7.0
 
 
@@ -384,8 +400,14 @@ def test_sync_wrapper(fake_url: str) -> None:
     with SyncProvisioningClient(fake_url, fake_url) as client:
         session = client.login("admin", "pw")
         assert session.token == "access-1"
+        assert client.token == "access-1"
         assert client.get_task("x").id == "x"
+        assert client.tasks.get("y").id == "y"
         assert [t.id for t in client.iter_tasks(page_size=4)] == [t["id"] for t in TASKS]
+        assert [t.id for t in client.tasks.iter(page_size=4)] == [t["id"] for t in TASKS]
+        assert client.workflows.create_servers("p", "c.k", idempotency_key="s") == "task-for-s"
+        with pytest.raises(NotFoundError):
+            client.tasks.get("status-404")
 
 
 @contextlib.contextmanager
@@ -426,3 +448,48 @@ def threaded_fake(state: Fake | None = None) -> Iterator[Fake]:
 def fake_url() -> Iterator[str]:
     with threaded_fake() as state:
         yield state.url
+
+
+async def test_namespaces_and_flat_methods_are_the_same_calls(
+    client: ProvisioningClient, fake: Fake
+) -> None:
+    await client.login("admin", "pw")
+    assert (await client.tasks.get("n1")).id == (await client.get_task("n1")).id == "n1"
+    page = await client.tasks.list(limit=3, offset=0)
+    assert [t.id for t in page.items] == ["t0", "t1", "t2"]
+    assert [t.id async for t in client.tasks.iter(page_size=5)] == [t["id"] for t in TASKS]
+    first = await client.workflows.create_servers("p", "c.k", idempotency_key="ns-1")
+    assert first == await client.workflows.create_server("p", "c.k", idempotency_key="ns-1")
+    assert fake.idempotency_keys == ["ns-1", "ns-1"]
+    with pytest.raises(ValueError, match="exactly one"):
+        await client.rollback()  # the namespace is callable: rollback(checkpoint_id=...)
+    with pytest.raises(ValueError, match="exactly one"):
+        await client.rollback.execute()
+
+
+async def test_retries_idempotent_requests_only(fake: Fake) -> None:
+    async with ProvisioningClient(
+        fake.url, fake.url, token="x", retries=2, backoff=Backoff(base=0.01, cap=0.05)
+    ) as client:
+        assert (await client.get_task("flaky-2")).id == "flaky-2"  # 503, 503, then ok
+        assert fake.flaky_calls == 3
+        fake.flaky_calls = 0
+        with pytest.raises(ServiceUnavailableError):
+            await client.get_task("flaky-5")
+        assert fake.flaky_calls == 3  # one try and two retries
+        fake.flaky_calls = 0
+        with pytest.raises(ServiceUnavailableError):
+            await client.cancel_task("t1")  # a POST without Idempotency-Key: sent once
+        assert fake.flaky_calls == 1
+    async with ProvisioningClient(fake.url, fake.url, token="x") as default:
+        fake.flaky_calls = 0
+        with pytest.raises(ServiceUnavailableError):
+            await default.get_task("flaky-1")  # no retries unless asked for
+        assert fake.flaky_calls == 1
+
+
+def test_backoff_grows_to_its_cap_with_jitter() -> None:
+    backoff = Backoff(base=0.5, cap=4.0)
+    for failures, ceiling in [(0, 0.5), (1, 1.0), (2, 2.0), (3, 4.0), (30, 4.0)]:
+        delays = [backoff.delay(failures) for _ in range(50)]
+        assert all(ceiling / 2 <= d <= ceiling for d in delays)

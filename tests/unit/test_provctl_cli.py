@@ -14,10 +14,9 @@ from pathlib import Path
 import pytest
 
 from provisioning_client import errors
-from provisioning_client.cli.app import exit_code_for
-from provisioning_client.cli.commands import HANDLERS
 from provisioning_client.cli.config import Credentials, load_credentials, save_credentials
-from provisioning_client.cli.parser import build_parser
+from provisioning_client.cli.exit_codes import EXIT_CODES_HELP, ExitCode, exit_code_for
+from provisioning_client.cli.parser import all_commands, build_parser
 from tests.unit.test_client_mechanics import TASKS, threaded_fake
 
 PROVCTL = str(Path(sys.executable).parent / "provctl")
@@ -135,8 +134,10 @@ COMMANDS = [
 @pytest.mark.parametrize("argv", COMMANDS, ids=lambda a: " ".join(a[:2]))
 def test_every_command_parses_to_a_handler(argv: list[str]) -> None:
     args = build_parser().parse_args([*argv, "--output", "json"])
-    assert args.handler in HANDLERS
+    assert args.cmd in all_commands()
     assert args.output == "json"
+    # The handler's typed arguments are all on the command line the parser built.
+    assert isinstance(args.cmd.bind(args), args.cmd.args_type)
 
 
 def test_global_options_before_the_command() -> None:
@@ -180,7 +181,15 @@ def test_exit_codes_by_error_type() -> None:
         9,
     ]
     assert exit_code_for(errors.TransportError("down")) == 9
-    assert exit_code_for(make(418)) == 1
+    assert exit_code_for(make(418)) is ExitCode.ERROR
+
+
+def test_exit_codes_help_lists_every_code() -> None:
+    assert [int(c) for c in ExitCode] == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 130]
+    lines = EXIT_CODES_HELP.splitlines()
+    assert lines[0] == "exit codes:"
+    assert lines[1:] == [f"  {c.value:<3} {c.meaning}" for c in ExitCode]
+    assert lines[-1] == "  130 interrupted"
 
 
 def test_credentials_file_is_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -252,5 +261,7 @@ def test_provctl_subprocess_against_canned_server(tmp_path: Path) -> None:
 
 def test_the_command_table_covers_every_handler() -> None:
     parser = build_parser()
-    covered = {parser.parse_args(argv).handler for argv in COMMANDS}
-    assert covered == set(HANDLERS)
+    covered = {parser.parse_args(argv).cmd.handler for argv in COMMANDS}
+    registered = [command.handler for command in all_commands()]
+    assert len(registered) == len(set(registered))  # one command per handler
+    assert covered == set(registered)

@@ -37,6 +37,7 @@ from .models import (
     WorkflowProgress,
 )
 from .sync import SyncProvisioningClient
+from .transport import Backoff, Transport
 
 __all__ = [
     "DEFAULT_CONTROL_CENTER_URL",
@@ -44,6 +45,7 @@ __all__ = [
     "ApiError",
     "AuditLog",
     "AuthenticationError",
+    "Backoff",
     "BadRequestError",
     "Batch",
     "BatchOperation",
@@ -70,6 +72,7 @@ __all__ = [
     "Session",
     "SyncProvisioningClient",
     "Task",
+    "Transport",
     "TransportError",
     "User",
     "ValidationError",

@@ -8,20 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 from collections import deque
 from collections.abc import AsyncGenerator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
 
 from ._convert import from_dict
 from .errors import AuthenticationError, ProvisioningError, TransportError, error_for_status
 from .models import Event
-
-if TYPE_CHECKING:
-    from .client import ProvisioningClient
+from .transport import Backoff, Transport
 
 # Message types that keep the connection alive but are not events.
 HEARTBEAT_TYPES = frozenset({"heartbeat", "ping", "pong", "keepalive"})
@@ -40,7 +37,7 @@ class EventStream:
 
     def __init__(
         self,
-        client: ProvisioningClient,
+        transport: Transport,
         *,
         since: str | None,
         event_types: list[str],
@@ -49,13 +46,14 @@ class EventStream:
         backoff: float,
         max_backoff: float,
     ) -> None:
-        self.client = client
+        self.transport = transport
         self.last_event_id = since
         self.event_types = event_types
         self.reconnect = reconnect
         self.max_reconnects = max_reconnects
         self.backoff = backoff
         self.max_backoff = max_backoff
+        self._backoff = Backoff(base=backoff, cap=max_backoff)
         self.reconnects = 0
         self.connected = asyncio.Event()
         self._seen: set[str] = set()
@@ -88,11 +86,6 @@ class EventStream:
         if self._ws is not None:
             await self._ws.close()
 
-    def _url(self) -> str:
-        base = self.client.urls["orchestrator"]
-        scheme, rest = base.split("://", 1)
-        return ("wss" if scheme == "https" else "ws") + "://" + rest + "/ws"
-
     def _params(self) -> dict[str, str]:
         params: dict[str, str] = {}
         if self.last_event_id:
@@ -124,11 +117,11 @@ class EventStream:
 
     async def _session(self) -> AsyncGenerator[Event, None]:
         """Events of one connection; returns when it closes, raises on auth failure."""
-        await self.client.ensure_fresh_token()
-        headers = self.client._headers(True, None)
+        await self.transport.ensure_fresh_token()
+        headers = self.transport.headers(auth=True)
         try:
-            async with self.client.http.ws_connect(
-                self._url(),
+            async with self.transport.http.ws_connect(
+                self.transport.ws_url("/ws"),
                 params=self._params(),
                 headers=headers,
                 heartbeat=20.0,
@@ -162,7 +155,7 @@ class EventStream:
         """The server closed with 1008 (e.g. the token expired during a long watch):
         refresh once and reconnect; a token that cannot be refreshed is final."""
         try:
-            await self.client.refresh()
+            await self.transport.refresh()
         except ProvisioningError as exc:
             raise rejection from exc
 
@@ -191,6 +184,5 @@ class EventStream:
             if self.max_reconnects is not None and self.reconnects >= self.max_reconnects:
                 raise TransportError("Event stream lost and reconnect limit reached")
             failures = 0 if received else failures + 1
-            delay = min(self.max_backoff, self.backoff * (2 ** min(failures, 10)))
             self.reconnects += 1
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311 - jitter only
+            await self._backoff.sleep(failures)

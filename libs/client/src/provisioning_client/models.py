@@ -156,9 +156,14 @@ class TaskAttempt:
     worker_id: str | None = None
     status: str | None = None
     started_at: datetime | None = None
-    finished_at: datetime | None = None
+    ended_at: datetime | None = None
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def finished_at(self) -> datetime | None:
+        """The name earlier versions used for ``ended_at`` (the served document's)."""
+        return self.ended_at
 
 
 @dataclass(slots=True)

@@ -1,4 +1,4 @@
-"""provctl entry point: parse, build the client, run the handler, map errors to exit codes."""
+"""provctl entry point: parse, build the client, run the command, map errors to exit codes."""
 
 from __future__ import annotations
 
@@ -7,46 +7,21 @@ import asyncio
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from .. import errors
 from .._convert import parse_datetime
 from ..client import DEFAULT_CONTROL_CENTER_URL, DEFAULT_ORCHESTRATOR_URL, ProvisioningClient
 from ..models import Session
-from .commands import HANDLERS, Context, _store_session
 from .config import load_credentials
+from .context import Context, store_session
+from .exit_codes import ExitCode, exit_code_for
 from .files import InputFileError
 from .output import Printer
 from .parser import build_parser
+from .registry import Command
 
-EXIT_ERROR = 1
-EXIT_AUTH = 3
-EXIT_FORBIDDEN = 4
-EXIT_NOT_FOUND = 5
-EXIT_CONFLICT = 6
-EXIT_INVALID = 7
-EXIT_RATE_LIMITED = 8
-EXIT_UNAVAILABLE = 9
-EXIT_INTERRUPTED = 130
-
-_EXIT_BY_ERROR: list[tuple[type[errors.ProvisioningError], int]] = [
-    (errors.AuthenticationError, EXIT_AUTH),
-    (errors.PermissionDeniedError, EXIT_FORBIDDEN),
-    (errors.NotFoundError, EXIT_NOT_FOUND),
-    (errors.ConflictError, EXIT_CONFLICT),
-    (errors.BadRequestError, EXIT_INVALID),
-    (errors.ValidationError, EXIT_INVALID),
-    (errors.PayloadTooLargeError, EXIT_INVALID),
-    (errors.RateLimitError, EXIT_RATE_LIMITED),
-    (errors.ServerError, EXIT_UNAVAILABLE),
-    (errors.TransportError, EXIT_UNAVAILABLE),
-]
-
-
-def exit_code_for(exc: errors.ProvisioningError) -> int:
-    for cls, code in _EXIT_BY_ERROR:
-        if isinstance(exc, cls):
-            return code
-    return EXIT_ERROR
+__all__ = ["ExitCode", "exit_code_for", "main"]
 
 
 def _make_client(args: argparse.Namespace) -> tuple[ProvisioningClient, Context]:
@@ -76,33 +51,28 @@ def _make_client(args: argparse.Namespace) -> tuple[ProvisioningClient, Context]
             refresh_expires_at=parse_datetime(creds.refresh_expires_at),
         )
     printer = Printer(getattr(args, "output", "table"))
-    ctx = Context(
-        client=client,
-        printer=printer,
-        creds=creds,
-        args=args,
-        persist=not env_token and args.handler != "login",
-    )
+    ctx = Context(client=client, printer=printer, creds=creds, persist=not env_token)
 
     def persist(_: Session) -> None:
         # An automatic refresh rotated the tokens: keep the stored copy usable.
         if ctx.persist:
-            _store_session(ctx)
+            store_session(ctx)
 
     client.on_session = persist
     return client, ctx
 
 
-async def _run(args: argparse.Namespace) -> int:
+async def _run(args: argparse.Namespace) -> ExitCode:
+    command: Command[Any] = args.cmd
     client, ctx = _make_client(args)
     try:
-        return await HANDLERS[args.handler](ctx)
+        return await command.run(ctx, args)
     except errors.ProvisioningError as exc:
         ctx.printer.error(exc.message, status=exc.status or None)
         return exit_code_for(exc)
     except (InputFileError, EOFError) as exc:
         ctx.printer.error(str(exc))
-        return EXIT_INVALID
+        return ExitCode.INVALID
     finally:
         await client.close()
 
@@ -110,7 +80,7 @@ async def _run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return asyncio.run(_run(args))
+        return int(asyncio.run(_run(args)))
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
-        return EXIT_INTERRUPTED
+        return int(ExitCode.INTERRUPTED)

@@ -109,9 +109,9 @@ class Target:
 
 async def load_target(client: ProvisioningClient, target_id: str) -> Target:
     try:
-        batch = await client.get_batch(target_id)
+        batch = await client.batches.get(target_id)
     except NotFoundError:
-        return Target("task", target_id, await client.get_task(target_id))
+        return Target("task", target_id, await client.tasks.get(target_id))
     target = Target("batch", target_id, batch)
     target.related = {s for op in batch.operations for s in _strings(op.results)}
     return target
@@ -119,11 +119,11 @@ async def load_target(client: ProvisioningClient, target_id: str) -> Target:
 
 async def refetch(client: ProvisioningClient, target: Target) -> None:
     if target.kind == "batch":
-        batch = await client.get_batch(target.id)
+        batch = await client.batches.get(target.id)
         target.doc = batch
         target.related |= {s for op in batch.operations for s in _strings(op.results)}
     else:
-        target.doc = await client.get_task(target.id)
+        target.doc = await client.tasks.get(target.id)
 
 
 class Display:
