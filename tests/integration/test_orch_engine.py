@@ -427,3 +427,61 @@ async def test_idempotent_retry_creates_the_task_a_dead_first_request_claimed(
     # A further retry returns it again and creates nothing more.
     assert await submit(engine, keys, spec(), idempotency_key="key-1", **common) == orphan
     assert await engine.store.count() == 1
+
+
+async def test_running_task_the_index_still_shows_pending_is_taken_over(
+    make_engine: Callable[..., Any],
+) -> None:
+    """The scheduler asks the task index which queued tasks are Pending, so it reads only
+    the others when it looks for expired leases. An owner that died between its Running
+    write and the index mirror leaves the index saying Pending: the claim path then reads
+    the task, sees Running, and the takeover pass watches it from then on."""
+    owner = await make_engine(lease_seconds=1.0, heartbeat_seconds=0.3)
+    task_id = await owner.create_task(spec("index-lag-sleep2"))
+    await wait_status(owner, task_id, "Running")
+    for loop in owner._loops:  # frozen: no heartbeat, no finish
+        loop.cancel()
+    for run in list(owner.runs.values()):
+        run.reason = "lost"
+        run.stop.set()
+    owner._loops = []
+    await owner.store.index.move(task_id, "Pending")  # the mirror write that never happened
+    survivor = await make_engine(lease_seconds=1.0, heartbeat_seconds=0.3)
+    doc = await wait_final(survivor, task_id, timeout=20)
+    assert doc["status"] == "Completed"
+    first, second = await survivor.store.attempts(task_id)
+    assert (first["status"], second["status"]) == ("Lost", "Completed")
+
+
+async def test_pending_task_the_index_shows_running_is_still_claimed(
+    make_engine: Callable[..., Any],
+) -> None:
+    """The other way round (a replica died between handing a task back and the mirror):
+    the takeover pass reads the task, finds it Pending, and it is claimed as usual."""
+    creator = await make_engine(enabled=False)
+    task_id = await creator.create_task(spec())
+    await creator.store.index.move(task_id, "Running")
+    engine = await make_engine()
+    doc = await wait_final(engine, task_id)
+    assert doc["status"] == "Completed"
+    assert doc["attempts"] == 1
+
+
+async def test_cancel_request_whose_redis_copy_was_lost_still_stops_the_run(
+    make_engine: Callable[..., Any],
+) -> None:
+    """Owners look for cancel requests in Redis's copy every half second and in MongoDB
+    (the truth) every few seconds: a request stored while Redis lost its copy stops the
+    run too, a little later."""
+    engine = await make_engine()
+    marker = f"lost-copy-sleep30-{os.getpid()}-{time.monotonic_ns()}"
+    task_id = await engine.create_task(spec(marker))
+    await wait_status(engine, task_id, "Running")
+    # As ``request_cancel`` stores it, minus the copy in Redis.
+    await engine.store.cancels.insert_one(
+        {"_id": task_id, "reason": "Cancelled by user", "requested_at": utcnow()}
+    )
+    doc = await wait_final(engine, task_id, timeout=15)
+    assert doc["status"] == "Cancelled"
+    assert doc["error"] == "Cancelled by user"
+    assert processes_with(marker) == []

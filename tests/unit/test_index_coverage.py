@@ -137,13 +137,6 @@ OUTBOXES = ("audit", "webhook")
 QUERIES: tuple[Query, ...] = (
     # ---------------------------------------------------------------- engine
     _o("engine/store.py:TaskStore.queue_entries", "find", "task_queue", {}, sort=OLDEST, why=HOT),
-    _o(
-        "engine/store.py:TaskStore.dequeue_many",
-        "delete_many",
-        "task_queue",
-        {"_id": {"$in": [V]}},
-        why=HOT,
-    ),
     _o("engine/store.py:TaskStore.queued_ids", "find", "task_queue", {}, why="queue sweep"),
     _o(
         "engine/store.py:TaskStore.unfinished_tasks_scan",

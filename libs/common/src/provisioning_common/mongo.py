@@ -16,10 +16,11 @@ from typing import Any
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, WriteError
 from pymongo.monitoring import CommandListener
 
 Document = dict[str, Any]
+_DUPLICATE_KEY = 11000
 
 
 def open_client(
@@ -73,3 +74,27 @@ async def claim(collection: AsyncCollection[Document], doc: Mapping[str, Any]) -
     except DuplicateKeyError:
         return False
     return True
+
+
+async def insert_new(
+    collection: AsyncCollection[Document], docs: Sequence[Document]
+) -> list[bool | Exception]:
+    """An unordered ``insert_many`` of documents carrying their ``_id``: for each,
+    True when inserted, False for a duplicate ``_id`` (it lost a :func:`claim`), or the
+    write error of that document alone. An error that is not about one document (the
+    server unreachable, a timeout) raises."""
+    if not docs:
+        return []
+    outcome: list[bool | Exception] = [True] * len(docs)
+    try:
+        await collection.insert_many([dict(d) for d in docs], ordered=False)
+    except BulkWriteError as exc:
+        for err in exc.details.get("writeErrors", []):
+            index = int(err.get("index", -1))
+            if not 0 <= index < len(docs):
+                raise
+            duplicate = err.get("code") == _DUPLICATE_KEY
+            outcome[index] = (
+                False if duplicate else WriteError(err.get("errmsg"), err.get("code"), err)
+            )
+    return outcome

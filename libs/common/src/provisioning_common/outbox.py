@@ -56,12 +56,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, DeleteOne, UpdateOne
+from pymongo import ASCENDING, DESCENDING, DeleteOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
-from .mongo import Document, IndexSpec, claim, ensure_indexes
+from .group_commit import GroupCommit
+from .mongo import Document, IndexSpec, claim, ensure_indexes, insert_new
 from .timeutil import as_utc, utcnow
 
 log = logging.getLogger(__name__)
@@ -184,6 +185,10 @@ class Outbox:
         self.history_indexes = tuple(history_indexes)
         self._wake = asyncio.Event()
         self._rng = random.Random()  # noqa: S311 - jitter, not security
+        # Concurrent enqueues share one insert; each item's unique insert still decides.
+        self._inserts: GroupCommit[Document, bool] = GroupCommit(
+            lambda docs: insert_new(self.items, docs), name=f"{name}-outbox-inserts"
+        )
 
     async def ensure_indexes(self) -> None:
         """For MongoDB: the poll (``next_attempt_at``) and the listings (newest
@@ -233,7 +238,7 @@ class Outbox:
             "last_error": None,
             "last_status_code": None,
         }
-        created = await claim(self.items, doc)
+        created = (await self._inserts.submit([doc]))[0]
         if created:
             self._wake.set()
         return created
@@ -423,18 +428,12 @@ class Outbox:
             )
         )
         owned = [(doc, int(doc.get("seq", 0))) for doc, mine in zip(due, won, strict=True) if mine]
-        await _bulk(
+        await _set_each(
             self.items,
             [
-                UpdateOne(
-                    {"_id": doc["_id"]},
-                    {
-                        "$set": {
-                            "status": DELIVERING,
-                            "updated_at": now,
-                            "next_attempt_at": lease_until,
-                        }
-                    },
+                (
+                    doc["_id"],
+                    {"status": DELIVERING, "updated_at": now, "next_attempt_at": lease_until},
                 )
                 for doc, _ in owned
             ],
@@ -506,7 +505,7 @@ class Outbox:
         ``delivering`` (taken over when its lease ends)."""
         now = utcnow()
         finished: list[Document] = []
-        retries: list[UpdateOne] = []
+        retries: list[tuple[Any, Document]] = []
         labels: list[str] = []
         for o in outcomes:
             result = o.result
@@ -531,19 +530,15 @@ class Outbox:
             if status == PENDING:
                 delay = timedelta(seconds=self.policy.backoff(o.number, self._rng))
                 changes["next_attempt_at"] = o.retry_at or now + delay
-                retries.append(UpdateOne({"_id": o.doc["_id"]}, {"$set": changes}))
+                retries.append((o.doc["_id"], changes))
             else:
                 finished.append({**o.doc, **changes, "finished_at": now})
-        await asyncio.gather(self._put_history(finished), _bulk(self.items, retries))
-        await _bulk(
+        await asyncio.gather(self._put_history(finished), _set_each(self.items, retries))
+        await _set_each(
             self.attempts,
-            [
-                UpdateOne({"_id": f"{o.doc['_id']}:{o.seq}"}, {"$set": o.attempt})
-                for o in outcomes
-                if o.attempt is not None
-            ],
+            [(f"{o.doc['_id']}:{o.seq}", o.attempt) for o in outcomes if o.attempt is not None],
         )
-        await _bulk(self.items, [DeleteOne({"_id": doc["_id"]}) for doc in finished])
+        await _delete_each(self.items, [doc["_id"] for doc in finished])
         if self.on_attempt is None:
             return
         for o, label in zip(outcomes, labels, strict=True):
@@ -565,7 +560,7 @@ class Outbox:
     async def _archive(self, docs: list[Document]) -> None:
         """Move finished items found in the outbox to the history."""
         await self._put_history([{**doc, "finished_at": doc.get("updated_at")} for doc in docs])
-        await _bulk(self.items, [DeleteOne({"_id": doc["_id"]}) for doc in docs])
+        await _delete_each(self.items, [doc["_id"] for doc in docs])
 
     async def _resolve(self, doc: Document, seq: int, key: str) -> None:
         """Attempt ``key`` (of the polled ``doc``) was claimed before us. Nothing to
@@ -662,9 +657,20 @@ async def _claim_many(
     return [True] * len(docs)
 
 
-async def _bulk(
-    collection: AsyncCollection[Document], ops: Sequence[UpdateOne | DeleteOne]
+async def _set_each(
+    collection: AsyncCollection[Document], updates: Sequence[tuple[Any, Mapping[str, Any]]]
 ) -> None:
-    """Exact-``_id`` updates or deletes, sent as one command."""
-    if ops:
-        await collection.bulk_write(list(ops), ordered=False)
+    """``$set`` by exact ``_id``, one ``update`` command each, concurrently (the client's
+    pool bounds how many are in flight). Not one multi-statement command: FerretDB v1
+    holds a SQLite connection per statement until such a command ends, and 100
+    statements in flight exhaust its pool for good (``test_outbox_history``)."""
+    await asyncio.gather(
+        *(collection.update_one({"_id": i}, {"$set": dict(fields)}) for i, fields in updates)
+    )
+
+
+async def _delete_each(collection: AsyncCollection[Document], ids: Sequence[Any]) -> None:
+    """Exact-``_id`` deletes in one command (FerretDB closes each statement's read
+    before it writes, so these do not pile up connections)."""
+    if ids:
+        await collection.bulk_write([DeleteOne({"_id": i}) for i in ids], ordered=False)

@@ -54,7 +54,8 @@ log = logging.getLogger(__name__)
 FinalListener = Callable[[Document], Awaitable[None]]
 _OUTPUT_EVENT_LINES = 200
 _DOC_FLUSH_SECONDS = 1.0
-_CANCEL_POLL_SECONDS = 0.5
+_CANCEL_POLL_SECONDS = 0.5  # from Redis's copy of the requests
+_CANCEL_FULL_POLL_SECONDS = 5.0  # from MongoDB, in case a copy was lost
 _MIN_TICK_SECONDS = 0.02
 # A lost task-queue entry (a crash between the task insert and its entry) is
 # re-created by a sweep over the indexed unfinished tasks at start-up and then this often.
@@ -140,11 +141,15 @@ class Engine:
         self._finals: dict[str, str] = {}
         self._full_keys: set[str] = set()  # concurrency groups found full this tick
         self._next_takeover_check = 0.0
+        self._next_full_takeover_check = 0.0
         self._next_sweep = 0.0
         self._next_index_check = 0.0
         self._swept = False  # the first queue sweep reads ``tasks`` in full, once
         # Queue entries of tasks this replica finalized, deleted in one go per tick.
         self._dequeue_pending: set[str] = set()
+        # Queued tasks a read showed (not) Pending against what the index says.
+        self._seen_pending: set[str] = set()
+        self._seen_not_pending: set[str] = set()
         # Starts in flight (claims and the Running write), in the background so that a
         # slow write never holds up the next tick: task id -> its concurrency key.
         self._starting: dict[str, str | None] = {}
@@ -311,9 +316,25 @@ class Engine:
                 ready.append(entry)
             elif state is not None:
                 doomed.append((entry, state))
+        # Which tasks are still Pending, from the index (one Redis round trip): a
+        # pending task has no lease to take over, and only pending ones can be claimed.
+        pending = await self._indexed_pending(queued)
+        self._seen_pending &= queued
+        self._seen_not_pending &= queued
         loop_now = time.monotonic()
         if loop_now >= self._next_takeover_check:
-            watched = [*ready, *settled]
+            watched = list(ready)
+            # Once a lease, every queued task is read, whatever the index says (it may
+            # lag, or come back from an old snapshot); in between, only the others.
+            if pending is not None and loop_now < self._next_full_takeover_check:
+                watched = [
+                    e
+                    for e in watched
+                    if e["_id"] not in pending or e["_id"] in self._seen_not_pending
+                ]
+            else:
+                self._next_full_takeover_check = loop_now + self.settings.lease_seconds
+            watched += settled  # known final here: its entry is to be cleaned up
             # One point read per watched task: space passes out on a long queue.
             pause = max(self._takeover_interval(), 0.01 * len(watched))
             self._next_takeover_check = loop_now + pause
@@ -321,7 +342,25 @@ class Engine:
         if doomed:
             await self._cancel_doomed(doomed)
         if self._free() > 0 and not self._stopping:
+            if pending is not None:
+                ready = [
+                    e
+                    for e in ready
+                    if (e["_id"] in pending or e["_id"] in self._seen_pending)
+                    and e["_id"] not in self._seen_not_pending
+                ]
             await self._claim_pending(ready)
+
+    async def _indexed_pending(self, task_ids: set[str]) -> set[str] | None:
+        """The queued tasks the index holds as Pending; None when it cannot tell (then
+        every queued task is read). The index can lag MongoDB by one write (a replica
+        that died between the two): what a read shows otherwise is remembered in
+        ``_seen_pending`` / ``_seen_not_pending`` until the task leaves the queue."""
+        try:
+            return await self.store.index.pending_among(sorted(task_ids))
+        except Exception as exc:  # Redis away: read them all, as without an index
+            log.debug("task index unavailable for the tick: %s", type(exc).__name__)
+            return None
 
     async def _load_finals(self, task_ids: Iterable[str]) -> None:
         wanted = set(task_ids)
@@ -359,6 +398,10 @@ class Engine:
         task has all its dependencies completed, so ``ready`` holds them all), and
         clean up queue entries of tasks that are final."""
         tasks = await self.store.get_many(str(e["_id"]) for e in ready)
+        for tid, task in tasks.items():
+            if task["status"] == PENDING:
+                self._seen_pending.add(tid)
+                self._seen_not_pending.discard(tid)
         current = {
             attempt_id(tid, int(t.get("attempts") or 0)): t
             for tid, t in tasks.items()
@@ -492,6 +535,11 @@ class Engine:
                     and task["status"] == PENDING
                     and (task.get("not_before") is None or as_utc(task["not_before"]) <= now)
                 )
+                if task is not None and task["status"] != PENDING:
+                    # Running elsewhere or final although the index said Pending: the
+                    # takeover pass watches it from now on.
+                    self._seen_not_pending.add(str(task["_id"]))
+                    self._seen_pending.discard(str(task["_id"]))
                 if task is None or not startable or self._free() <= 0 or self._stopping:
                     if key:
                         used[key] -= 1  # its reservation was not needed
@@ -609,7 +657,9 @@ class Engine:
                     "error": _lease_expired(previous),
                 },
             )
-        # Re-read: a cancel or a final decision may have landed after we read the task.
+        # Re-read: a cancel or a final decision may have landed after we read the task
+        # (the final from MongoDB, the truth; the cancel request from its Redis copy,
+        # which the owner's periodic full read backs up).
         final, cancels = await asyncio.gather(
             self.store.get_final(task_id), self.store.cancel_requests([task_id])
         )
@@ -781,11 +831,12 @@ class Engine:
             "error": error,
         }
         extra: dict[str, Any] = {
-            "output": output,
             "failures": failures,
             "progress": 100.0 if status == COMPLETED else run.progress,
             "current_step": run.current_step,
         }
+        if output is not None or task.get("output") is not None:
+            extra["output"] = output  # a silent task that never had output writes none
         # The process has ended: free its group slot first, so that a task shown final
         # never still holds one (and the next task of the group can start sooner).
         await self._release(run)
@@ -971,6 +1022,7 @@ class Engine:
         tick = 0.25
         loop = asyncio.get_running_loop()
         last_cancel = last_doc = loop.time()
+        next_full_cancel_poll = last_cancel + _CANCEL_FULL_POLL_SECONDS
         while True:
             await asyncio.sleep(tick)
             now_mono = loop.time()
@@ -984,7 +1036,10 @@ class Engine:
                 await asyncio.gather(*(self._flush_events(r) for r in list(self.runs.values())))
                 if now_mono - last_cancel >= _CANCEL_POLL_SECONDS:
                     last_cancel = now_mono
-                    await self._poll_cancels()
+                    full = now_mono >= next_full_cancel_poll
+                    if full:
+                        next_full_cancel_poll = now_mono + _CANCEL_FULL_POLL_SECONDS
+                    await self._poll_cancels(fast=not full)
                 if now_mono - last_doc >= _DOC_FLUSH_SECONDS:
                     last_doc = now_mono
                     await self._flush_docs()
@@ -1037,8 +1092,10 @@ class Engine:
                 log.warning("lease renewal failed: %s", type(exc).__name__)
             self._check_own_leases(renewed)
 
-    async def _poll_cancels(self) -> None:
-        wanted = await self.store.cancel_requests(r.task_id for r in self.runs.values())
+    async def _poll_cancels(self, *, fast: bool) -> None:
+        wanted = await self.store.cancel_requests(
+            (r.task_id for r in self.runs.values()), fast=fast
+        )
         for run in list(self.runs.values()):
             if run.task_id in wanted and run.reason is None:
                 run.halt("cancel", wanted[run.task_id])

@@ -28,7 +28,7 @@ from redis.asyncio import Redis
 
 from provisioning_common.timeutil import as_utc
 
-from .model import FINAL_STATUSES, STATUSES
+from .model import FINAL_STATUSES, PENDING, STATUSES
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,10 @@ log = logging.getLogger(__name__)
 # mode, standalone ("1"/"0"), batch key or "".
 # mode "add": index a task (a new one, or one found by a rebuild): when it is indexed
 #   already, only a final status replaces the one held (a rebuild reads a snapshot).
-# mode "move": a status change of an indexed task; an unknown task is left alone.
+# mode "move": a status change of an indexed task; an unknown task is left alone, and
+#   one the index holds final is not moved back to an unfinished status (a final never
+#   changes; a late or reordered write must not undo it). ARGV[11]: "1"/"0" per
+#   status, whether it is final.
 # Owners (ARGV[8] owner or "", ARGV[9] the owners hash, ARGV[10] the per-owner key
 # prefix): an unfinished task of an owner is in ``<prefix><owner>`` (a sorted set, so
 # counting a user's pending work is one ZCARD) and the owners hash remembers whose it
@@ -54,6 +57,13 @@ if not held then
   held = score
 elseif mode == 'add' and ARGV[7] ~= '1' then
   return 0
+elseif mode == 'move' and ARGV[7] ~= '1' then
+  for i = 1, n do
+    if string.sub(ARGV[11], i, i) == '1' and i ~= status
+        and redis.call('ZSCORE', KEYS[2 + i], id) then
+      return 0
+    end
+  end
 end
 local standalone = redis.call('ZSCORE', KEYS[2], id)
 for i = 1, n do
@@ -79,6 +89,7 @@ end
 return 1
 """
 
+_FINAL_FLAGS = "".join("1" if s in FINAL_STATUSES else "0" for s in STATUSES)
 _REBUILD_LOCK_SECONDS = 300
 
 
@@ -142,6 +153,7 @@ class TaskIndex:
             owner_of(task),
             self._owners_key,
             self.owner_key(""),
+            _FINAL_FLAGS,
         ]
 
     # --------------------------------------------------------------- writing
@@ -205,6 +217,21 @@ class TaskIndex:
     async def unfinished_of(self, owner: str) -> int:
         """Pending and running tasks of ``owner`` (one ZCARD, whatever the history)."""
         return int(await self.redis.zcard(self.owner_key(owner)))
+
+    async def pending_among(self, ids: Sequence[str]) -> set[str] | None:
+        """Those of ``ids`` the index holds as Pending (one round trip, whatever the
+        history); None while the index may be incomplete (not built, or a write failed)."""
+        if self.dirty:
+            return None
+        if not ids:
+            return set()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.exists(self._built_key)
+            pipe.zmscore(self.key(status=PENDING), list(ids))
+            built, scores = await pipe.execute()
+        if not built:
+            return None
+        return {i for i, score in zip(ids, scores, strict=True) if score is not None}
 
     async def count(self, key: str) -> int:
         return int(await self.redis.zcard(key))

@@ -21,12 +21,18 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from pymongo import ASCENDING
+from pymongo import ASCENDING, DeleteOne
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError
 from redis.asyncio import Redis
 
-from provisioning_common.mongo import Document, IndexSpec, claim, ensure_indexes
+from provisioning_common.group_commit import GroupCommit
+from provisioning_common.mongo import (
+    Document,
+    IndexSpec,
+    claim,
+    ensure_indexes,
+    insert_new,
+)
 from provisioning_common.timeutil import utcnow
 
 from .index import TaskIndex
@@ -59,22 +65,14 @@ def queue_entry(task: Mapping[str, Any]) -> Document:
     return {"_id": task["_id"], **{k: task.get(k) for k in _QUEUE_FIELDS}}
 
 
-def _inserted(docs: Sequence[Document], exc: BulkWriteError | None) -> list[str]:
-    """Ids actually inserted by an unordered ``insert_many``; duplicates are fine,
-    anything else is raised."""
-    failed: set[int] = set()
-    if exc is not None:
-        for err in exc.details.get("writeErrors", []):
-            if err.get("code") != 11000:
-                raise exc
-            failed.add(int(err.get("index", -1)))
-    return [str(d["_id"]) for i, d in enumerate(docs) if i not in failed]
-
-
 def output_summary(output: str | None) -> str | None:
     if output is None or len(output) <= OUTPUT_SUMMARY_CHARS:
         return output
     return output[-OUTPUT_SUMMARY_CHARS:]
+
+
+# How long Redis keeps its copy of a cancel request: longer than any task runs.
+_CANCEL_COPY_SECONDS = 7 * 24 * 3600
 
 
 class TaskStore:
@@ -90,6 +88,23 @@ class TaskStore:
         self.slots = db["task_slots"]
         self.cancels = db["task_cancels"]
         self.queue = db["task_queue"]
+        self._task_inserts: GroupCommit[Document, bool] = GroupCommit(
+            self._insert_task_group, name="task-inserts"
+        )
+        self._queue_inserts: GroupCommit[Document, bool] = GroupCommit(
+            lambda entries: insert_new(self.queue, entries), name="queue-inserts"
+        )
+        # Claims stay decided by each document's unique insert: grouping them into one
+        # unordered insert_many changes the round trips, not who wins.
+        self._attempt_claims: GroupCommit[Document, bool] = GroupCommit(
+            lambda docs: insert_new(self.attempts_col, docs), name="attempt-claims"
+        )
+        self._final_claims: GroupCommit[Document, bool] = GroupCommit(
+            lambda docs: insert_new(self.finals, docs), name="final-claims"
+        )
+        # Updates are not grouped: FerretDB v1 holds a SQLite connection per statement of
+        # a multi-statement ``update`` until the command ends, and about 100 statements
+        # in flight exhaust its pool for good.
 
     async def ensure_indexes(self) -> None:
         await ensure_indexes(self.tasks, TASK_INDEXES)
@@ -100,19 +115,18 @@ class TaskStore:
     # ------------------------------------------------------------------ tasks
     async def insert_tasks(self, docs: Sequence[Document]) -> list[str]:
         """Insert all, return the ids inserted; an already existing ``_id``
-        (deterministic ids re-derived by another replica) is not an error."""
-        if not docs:
-            return []
+        (deterministic ids re-derived by another replica) is not an error. Concurrent
+        callers share one write (group commit)."""
+        written = await self._task_inserts.submit(docs)
+        return [str(d["_id"]) for d, new in zip(docs, written, strict=True) if new]
+
+    async def _insert_task_group(self, docs: list[Document]) -> list[bool | Exception]:
         # Indexed first: a creator that dies after the insert leaves a task the index
         # knows as Pending, so the queue sweep finds it; an entry whose insert never
         # happened is dropped by the first reader. Indexing an existing task changes
         # nothing (only a final status replaces what the index holds).
         await self._mirror(self.index.add(docs))
-        try:
-            await self.tasks.insert_many([dict(d) for d in docs], ordered=False)
-            return _inserted(docs, None)
-        except BulkWriteError as exc:
-            return _inserted(docs, exc)
+        return await insert_new(self.tasks, docs)
 
     async def _mirror(self, write: Any) -> None:
         """MongoDB has the change already: a failed index write marks the index for a
@@ -137,12 +151,7 @@ class TaskStore:
 
     # ------------------------------------------------------------------ queue
     async def enqueue(self, entries: Sequence[Document]) -> None:
-        if not entries:
-            return
-        try:
-            await self.queue.insert_many([dict(e) for e in entries], ordered=False)
-        except BulkWriteError as exc:
-            _inserted(entries, exc)
+        await self._queue_inserts.submit(entries)
 
     async def queue_entries(self, limit: int) -> list[Document]:
         cursor = self.queue.find({}).sort([("created_at", ASCENDING), ("_id", ASCENDING)])
@@ -152,12 +161,13 @@ class TaskStore:
         await self.queue.delete_one({"_id": task_id})
 
     async def dequeue_many(self, task_ids: Iterable[str]) -> None:
-        # ``$in`` reads the whole (small) queue on FerretDB: cheaper than one delete each.
-        ids = list(task_ids)
+        # One command of exact-``_id`` deletes: FerretDB serves each from the primary
+        # key, where one ``$in`` filter would read the whole queue.
+        ids = sorted(set(task_ids))
         if len(ids) == 1:
             await self.dequeue(ids[0])
         elif ids:
-            await self.queue.delete_many({"_id": {"$in": ids}})
+            await self.queue.bulk_write([DeleteOne({"_id": i}) for i in ids], ordered=False)
 
     async def unfinished_tasks(self) -> list[Document]:
         """Pending/Running tasks (queue repair): found through the index, confirmed by
@@ -244,7 +254,13 @@ class TaskStore:
                 {"_id": task_id}, {"$set": {"output": output}}, upsert=True
             )
             changes["output"] = output_summary(output)
-        await self.tasks.update_one({"_id": task_id}, {"$set": changes})
+        try:
+            await self.tasks.update_one({"_id": task_id}, {"$set": changes})
+        except BaseException:
+            # It may have been applied: the index cannot tell, so it is rebuilt.
+            if "status" in changes:
+                self.index.dirty = True
+            raise
         if "status" in changes:
             await self._mirror(self.index.move(task_id, str(changes["status"])))
 
@@ -276,16 +292,47 @@ class TaskStore:
     # Cancel requests live in their own collection (``task_cancels``, ``_id`` = task id):
     # on FerretDB an update is read-then-overwrite, so a second writer on the task
     # document could undo the owner's status write.
+    # A copy of each request in Redis lets owners look for requests often at no cost to
+    # MongoDB; MongoDB stays the truth (``cancel_requests(..., fast=False)``), read
+    # less often and whenever Redis cannot answer.
+    def _cancel_key(self, task_id: str) -> str:
+        return f"{self.index.prefix}:cancel:{task_id}"
+
     async def request_cancel(self, task_id: str, reason: str, now: datetime) -> None:
         await claim(self.cancels, {"_id": task_id, "reason": reason, "requested_at": now})
+        try:
+            await self.index.redis.set(self._cancel_key(task_id), reason, ex=_CANCEL_COPY_SECONDS)
+        except Exception as exc:  # the owner finds it in MongoDB on its next full read
+            log.warning("could not copy a cancel request to Redis: %s", type(exc).__name__)
 
-    async def cancel_requests(self, task_ids: Iterable[str]) -> dict[str, str]:
-        docs = await asyncio.gather(*(self.cancels.find_one({"_id": i}) for i in set(task_ids)))
+    async def forget_cancel_copies(self, task_ids: Sequence[str]) -> None:
+        """Drop Redis's copies of requests for tasks removed by retention, so a task
+        created again under the same id is not taken for cancelled."""
+        if task_ids:
+            await self.index.redis.delete(*(self._cancel_key(i) for i in task_ids))
+
+    async def cancel_requests(
+        self, task_ids: Iterable[str], *, fast: bool = True
+    ) -> dict[str, str]:
+        ids = sorted(set(task_ids))
+        if not ids:
+            return {}
+        if fast:
+            try:
+                values = await self.index.redis.mget([self._cancel_key(i) for i in ids])
+                return {
+                    i: (v.decode() if isinstance(v, bytes) else str(v))
+                    for i, v in zip(ids, values, strict=True)
+                    if v is not None
+                }
+            except Exception as exc:
+                log.debug("cancel requests from MongoDB (Redis: %s)", type(exc).__name__)
+        docs = await asyncio.gather(*(self.cancels.find_one({"_id": i}) for i in ids))
         return {d["_id"]: str(d.get("reason") or "Cancelled") for d in docs if d is not None}
 
     # --------------------------------------------------------------- attempts
     async def claim_attempt(self, doc: Document) -> bool:
-        return await claim(self.attempts_col, doc)
+        return (await self._attempt_claims.submit([doc]))[0]
 
     async def attempts(self, task_id: str) -> list[Document]:
         cursor = self.attempts_col.find({"task_id": task_id}).sort("attempt", ASCENDING)
@@ -310,7 +357,7 @@ class TaskStore:
 
     # ----------------------------------------------------------------- finals
     async def claim_final(self, doc: Document) -> bool:
-        return await claim(self.finals, doc)
+        return (await self._final_claims.submit([doc]))[0]
 
     async def get_final(self, task_id: str) -> Document | None:
         return await self.finals.find_one({"_id": task_id})

@@ -93,8 +93,10 @@ class RetentionRepository:
         return Removed(tasks=removed_tasks, attempts=removed_attempts)
 
     async def forget(self, task_ids: Sequence[str], batch_ids: Iterable[str] = ()) -> None:
-        """Drop tasks from the Redis task index (all sets, and their batches' sets)."""
+        """Drop tasks from the Redis task index (all sets, and their batches' sets) and
+        the Redis copies of their cancel requests."""
         await self.store.index.forget(task_ids, batch_ids)
+        await self.store.forget_cancel_copies(task_ids)
 
     # ----------------------------------------------------- once-per-pass history
     async def delete_events_before(self, id_floor: str) -> int:
