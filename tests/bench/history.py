@@ -14,7 +14,7 @@ storage layout changes. Per task it writes what the orchestrator itself writes:
   (``Engine._status_event``) plus a ``TaskOutput`` and a ``TaskProgress`` event, through
   :meth:`EventRepository.insert_many`;
 * ``operations_ledger``: the rollback ledger entry of a completed task
-  (``batches.service.ledger_entry``);
+  (``rollback.ledger.ledger_entry``);
 * ``audit_history`` (``audit_outbox`` where the outbox keeps no history collection) and
   ``audit_attempts``: the delivered audit record of the submission (and of the
   cancel), shaped as :class:`AuditService` and :class:`Outbox` write them.
@@ -35,7 +35,6 @@ from typing import Any, cast
 from pymongo.asynchronous.database import AsyncDatabase
 from redis.asyncio import Redis
 
-from orchestrator.batches.service import ledger_entry
 from orchestrator.engine import store as store_module
 from orchestrator.engine.engine import Engine
 from orchestrator.engine.model import (
@@ -50,6 +49,7 @@ from orchestrator.engine.model import (
 )
 from orchestrator.engine.store import TaskStore
 from orchestrator.events.repository import EventRepository
+from orchestrator.rollback.ledger import ledger_entry
 from orchestrator.rollback.repository import RollbackRepository
 from orchestrator.workflows.model import servers_spec
 from provisioning_common.envelope import format_timestamp

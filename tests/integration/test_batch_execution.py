@@ -17,15 +17,22 @@ import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 from redis.asyncio import Redis
 
+from orchestrator.batches.cancellation import BatchCanceller
 from orchestrator.batches.coordinator import BatchCoordinator
+from orchestrator.batches.reconcile import BatchReconciler
 from orchestrator.batches.repository import BatchRepository
 from orchestrator.batches.schemas import BatchSubmissionSchema
-from orchestrator.batches.service import BatchContext, cancel, submit
+from orchestrator.batches.service import BatchService
+from orchestrator.batches.submission import BatchSubmitter
+from orchestrator.batches.transitions import BatchTransitions
 from orchestrator.engine import Engine, EngineSettings, TaskStore
 from orchestrator.events import EventPublisher, EventRepository
+from orchestrator.rollback.automatic import AutomaticRollback
+from orchestrator.rollback.ledger import LedgerRecorder
 from orchestrator.rollback.repository import RollbackRepository
 from orchestrator.rollback.service import RollbackContext
 from orchestrator.state.repository import SnapshotRepository
+from orchestrator.workflows.repository import IdempotencyRepository
 from provisioning_common.events import EVENTS_CHANNEL, EventBus
 from provisioning_common.validation import validate
 from tests.support.contract import CONTRACT_BATCH
@@ -67,14 +74,19 @@ def read_log(path: Path) -> list[dict[str, Any]]:
 class Harness:
     db: AsyncDatabase[dict[str, Any]]
     engine: Engine
-    batch: BatchContext
+    repo: BatchRepository
+    snapshots: SnapshotRepository
+    cli: str
+    submitter: BatchSubmitter
+    reconciler: BatchReconciler
+    batches: BatchService
     rollback: RollbackContext
     coordinator: BatchCoordinator
     log: Path
 
     async def submit(self, body: Mapping[str, Any]) -> str:
         data = validate(BatchSubmissionSchema(max_parallel_limit=100), dict(body))
-        result = await submit(self.batch, data, "tester")
+        result = await self.submitter.submit(data, "tester")
         self.coordinator.poke(result["batch_id"])
         return str(result["batch_id"])
 
@@ -83,7 +95,7 @@ class Harness:
     ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            doc = await self.batch.repo.get(batch_id)
+            doc = await self.repo.get(batch_id)
             assert doc is not None
             done = doc["status"] in ("Completed", "Failed", "Cancelled")
             if done and until_rollback:
@@ -97,7 +109,7 @@ class Harness:
         raise AssertionError(f"batch {batch_id} did not finish: {doc['status']}")
 
     async def cancel(self, batch_id: str) -> None:
-        await cancel(self.batch, batch_id)
+        await self.batches.cancel(batch_id)
 
 
 async def make_harness(
@@ -130,17 +142,44 @@ async def make_harness(
     repo, snapshots, ledger = BatchRepository(db), SnapshotRepository(db), RollbackRepository(db)
     for r in (repo, snapshots, ledger):
         await r.ensure_indexes()
-    ctx = BatchContext(
+    # The same wiring as the container's (orchestrator/container.py).
+    transitions = BatchTransitions(
+        repo=repo, snapshots=snapshots, publisher=publisher, worker_id=engine.worker_id
+    )
+    submitter = BatchSubmitter(repo=repo, engine=engine, transitions=transitions)
+    ledger_recorder = LedgerRecorder(ledger, sim)
+    reconciler = BatchReconciler(
         repo=repo,
-        snapshots=snapshots,
-        ledger=ledger,
         engine=engine,
-        publisher=publisher,
-        cli=sim,
-        worker_id=engine.worker_id,
+        submitter=submitter,
+        transitions=transitions,
+        ledger=ledger_recorder,
+        rollback=AutomaticRollback(
+            batches=repo,
+            ledger=ledger,
+            snapshots=snapshots,
+            engine=engine,
+            publisher=publisher,
+            worker_id=engine.worker_id,
+        ),
         orphan_after_seconds=orphan_after,
     )
-    coordinator = BatchCoordinator(ctx, interval)
+    coordinator = BatchCoordinator(
+        repo=repo, reconciler=reconciler, ledger=ledger_recorder, interval=interval
+    )
+    batches = BatchService(
+        repo=repo,
+        submitter=submitter,
+        canceller=BatchCanceller(
+            repo=repo,
+            engine=engine,
+            worker_id=engine.worker_id,
+            reconcile=reconciler.reconcile,
+        ),
+        idempotency=IdempotencyRepository(db),
+        cli=sim,
+        poke=coordinator.poke,
+    )
     engine.add_final_listener(coordinator.on_task_final)
     await engine.start()
     coordinator.start()
@@ -154,7 +193,20 @@ async def make_harness(
         wait_seconds=30.0,
         poll_seconds=0.05,
     )
-    return Harness(db, engine, ctx, rb, coordinator, log), [coordinator, engine]
+    harness = Harness(
+        db=db,
+        engine=engine,
+        repo=repo,
+        snapshots=snapshots,
+        cli=sim,
+        submitter=submitter,
+        reconciler=reconciler,
+        batches=batches,
+        rollback=rb,
+        coordinator=coordinator,
+        log=log,
+    )
+    return harness, [coordinator, engine]
 
 
 @pytest.fixture
@@ -219,7 +271,7 @@ async def test_contract_batch_completes_in_dependency_order(
         "de-fra1",
     ]
     # Status changes are snapshots and events, once each.
-    states = [s["state"] for s in await harness.batch.snapshots.for_workflow(batch_id)]
+    states = [s["state"] for s in await harness.snapshots.for_workflow(batch_id)]
     assert states == ["Pending", "Running", "Completed"]
     changed = await events_of(harness.db, "BatchStatusChanged")
     assert [e["data"]["status"] for e in changed] == ["pending", "running", "completed"]
@@ -236,7 +288,7 @@ async def test_contract_batch_completes_in_dependency_order(
 async def wait_inactive(h: Harness, batch_id: str, timeout: float = 10.0) -> None:
     """A finished batch leaves ``batches_active``, which the coordinator polls."""
     deadline = time.monotonic() + timeout
-    while batch_id in await h.batch.repo.active_set_ids():
+    while batch_id in await h.repo.active_set_ids():
         assert time.monotonic() < deadline, f"batch {batch_id} still marked active"
         await asyncio.sleep(0.05)
 
@@ -397,8 +449,6 @@ async def test_lost_cancel_flag_is_repaired(
     """FerretDB applies ``$set`` as read-then-overwrite, so a coordinator pass on another
     replica can undo ``cancel_requested`` (DESIGN §3). The cancel claim is the truth:
     the next pass writes the flag back and the batch still ends Cancelled."""
-    from orchestrator.batches.service import reconcile
-
     h, stoppables = await make_harness(
         mongo_db, redis_client, tmp_path, env={"PROVISIONING_SIM_SLEEP": "5"}
     )
@@ -409,7 +459,7 @@ async def test_lost_cancel_flag_is_repaired(
         await mongo_db["batches"].update_one(
             {"_id": batch_id}, {"$set": {"cancel_requested": False, "status": "Running"}}
         )
-        await reconcile(h.batch, batch_id)
+        await h.reconciler.reconcile(batch_id)
         doc = await h.wait(batch_id, timeout=20)
         assert doc["cancel_requested"] is True
         assert doc["status"] == "Cancelled"
@@ -422,13 +472,13 @@ async def test_submitter_crash_recovered_by_coordinator(harness: Harness) -> Non
     """A batch stored without its tasks (the submitting replica died) gets them
     created by the coordinator and completes."""
     from orchestrator.batches.model import Operation
-    from orchestrator.batches.service import new_batch
+    from orchestrator.batches.planning import new_batch
     from provisioning_common.timeutil import utcnow
 
     data = validate(BatchSubmissionSchema(), dict(CONTRACT_BATCH))
     ops = [Operation.from_dict(o) for o in data["operations"]]
     doc, _ = new_batch(data, ops, "crashed-batch", "tester", utcnow())
-    await harness.batch.repo.insert(doc)
+    await harness.repo.insert(doc)
     finished = await harness.wait("crashed-batch", timeout=40)
     assert finished["status"] == "Completed"
     assert len(read_log(harness.log)) == 5
@@ -446,7 +496,7 @@ async def test_two_coordinators_decide_once(
     (tmp_path / "b").mkdir()
     a, stop_a = await make_harness(mongo_db, redis_client, tmp_path / "a", env=env, concurrency=1)
     b, stop_b = await make_harness(
-        mongo_db, redis_client, tmp_path / "b", env=env, cli=a.batch.cli, concurrency=1
+        mongo_db, redis_client, tmp_path / "b", env=env, cli=a.cli, concurrency=1
     )
     try:
         batch_id = await a.submit(FAILING_BATCH)
@@ -484,7 +534,7 @@ async def test_parallel_limit_holds_across_replicas(
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     a, stop_a = await make_harness(mongo_db, redis_client, tmp_path / "a", env=env, concurrency=1)
-    b, stop_b = await make_harness(mongo_db, redis_client, tmp_path / "b", env=env, cli=a.batch.cli)
+    b, stop_b = await make_harness(mongo_db, redis_client, tmp_path / "b", env=env, cli=a.cli)
     try:
         body = {
             "name": "spread",

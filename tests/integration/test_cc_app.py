@@ -18,12 +18,11 @@ from pymongo.asynchronous.database import AsyncDatabase
 from redis.asyncio import Redis
 
 from control_center.app import create_app
-from control_center.context import CONTEXT, Context
+from control_center.container import Container
+from control_center.deps import CONTAINER
 from control_center.keys.repository import KeyRepository
 from control_center.keys.service import KeyRing
-from control_center.policies import service as policy_service
 from control_center.settings import Settings
-from control_center.users import service as user_service
 from provisioning_common.events import POLICIES_CHANNEL, REVOCATIONS_CHANNEL
 from provisioning_common.mongo import open_client
 from provisioning_common.tokens import decode_token
@@ -57,8 +56,8 @@ async def make_client(stack: Any) -> AsyncIterator[Factory]:
         await mongo.close()
 
 
-def ctx_of(client: TestClient[Any, Any]) -> Context:
-    return client.server.app[CONTEXT]
+def ctx_of(client: TestClient[Any, Any]) -> Container:
+    return client.server.app[CONTAINER]
 
 
 async def login(
@@ -492,14 +491,14 @@ async def test_seeding_and_bootstrap_are_race_free(make_client: Factory) -> None
     await ctx.repos.users.collection.delete_many({})
     await ctx.repos.policies.markers.delete_many({})
     await asyncio.gather(
-        *(policy_service.seed_defaults(ctx) for _ in range(4)),
-        *(user_service.bootstrap_admin(ctx) for _ in range(4)),
+        *(ctx.policies.seed_defaults() for _ in range(4)),
+        *(ctx.bootstrap.ensure_admin() for _ in range(4)),
     )
     assert await ctx.repos.policies.collection.count_documents({}) == 4
     assert await ctx.repos.users.collection.count_documents({"username": "admin"}) == 1
     # deleted defaults and a deleted admin do not come back on the next start
     await ctx.repos.policies.collection.delete_one({"_id": "default-viewer"})
-    await policy_service.seed_defaults(ctx)
+    await ctx.policies.seed_defaults()
     assert await ctx.repos.policies.collection.count_documents({}) == 3
 
 

@@ -129,8 +129,8 @@ async def test_refused_while_batch_running_and_restore(
         await h.wait(second, timeout=30)
         message = await service.restore(ctx, cp)
         assert message == f"State restored from checkpoint {cp}"
-        assert await h.batch.repo.get(second) is None
-        restored = await h.batch.repo.get(first)
+        assert await h.repo.get(second) is None
+        restored = await h.repo.get(first)
         assert restored is not None
         assert restored["status"] == "Completed"
         detail = await service.get_checkpoint(ctx, cp)

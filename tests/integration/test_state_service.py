@@ -44,9 +44,9 @@ def state_ctx(h: Harness, redis: Redis, *, coordinator_ok: bool = True) -> State
         return await database_size_bytes(h.db)
 
     return StateContext(
-        batches=h.batch.repo,
+        batches=h.repo,
         store=h.engine.store,
-        snapshots=h.batch.snapshots,
+        snapshots=h.snapshots,
         stats=TaskStatsRepository(h.engine.store),
         storage_probe=storage,
         coordinator_probe=(h.coordinator.healthy if coordinator_ok else lambda: False),

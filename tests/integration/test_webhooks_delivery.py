@@ -133,7 +133,7 @@ def make_service(db: Db, settings: WebhookSettings) -> WebhookService:
 @pytest.fixture
 def publisher(mongo_db: Db, redis_client: Redis) -> EventPublisher:
     """The real publisher, routing the webhook source event types to the inbox (as
-    ``webhooks.setup`` does, with the types rather than one service's endpoints)."""
+    the container does, with the types rather than one service's endpoints)."""
     return routed_publisher(mongo_db, redis_client)
 
 
@@ -388,7 +388,7 @@ async def test_scan_reads_the_inbox_never_events(
         )
         service = make_service(db, settings)
         publisher = EventPublisher(EventRepository(db), EventBus(redis_client))
-        publisher.route_to_inbox(service.wants)  # as webhooks.setup does
+        publisher.route_to_inbox(service.wants)  # as the container does
         await service.start()
         try:
             guard.start()
@@ -416,31 +416,17 @@ async def test_scan_reads_the_inbox_never_events(
     assert len(receiver.received) == 3
 
 
-def test_setup_asks_for_the_inbox_only_with_endpoints() -> None:
-    from orchestrator import webhooks
-    from orchestrator.events import INBOX_ROUTE
-    from provisioning_common.config import CommonSettings
-    from provisioning_common.webapp import COMMON_SETTINGS
+def test_inbox_is_routed_only_with_endpoints() -> None:
+    from orchestrator.webhooks import inbox_route
 
-    def app_with(toml: dict[str, Any]) -> web.Application:
-        app = web.Application()
-        app[COMMON_SETTINGS] = CommonSettings(
-            service="orchestrator",
-            host="127.0.0.1",
-            port=1,
-            mongodb_url="mongodb://unused",
-            database="unused",
-            redis_url="redis://unused",
-            toml=toml,
-        )
-        webhooks.setup(app)  # before any cleanup_ctx runs, so before the publisher exists
-        return app
+    def route_for(toml: dict[str, Any]) -> Any:
+        return inbox_route(WebhookSettings.from_toml(toml))
 
     endpoint = {"url": "http://127.0.0.1:9/hook", "events": ["task.failed"], "secret": SECRET}
-    assert INBOX_ROUTE not in app_with({})
-    assert INBOX_ROUTE not in app_with({"webhooks": {"enabled": False, "endpoints": [endpoint]}})
-    assert INBOX_ROUTE not in app_with({"webhooks": {"enabled": True}})
-    route = app_with({"webhooks": {"enabled": True, "endpoints": [endpoint]}})[INBOX_ROUTE]
+    assert route_for({}) is None
+    assert route_for({"webhooks": {"enabled": False, "endpoints": [endpoint]}}) is None
+    assert route_for({"webhooks": {"enabled": True}}) is None
+    route = route_for({"webhooks": {"enabled": True, "endpoints": [endpoint]}})
     assert route.select("TaskStatusChanged", {"status": "failed"}) is True
     assert route.select("TaskStatusChanged", {"status": "completed"}) is False
     assert route.select("TaskProgress", {"status": "failed"}) is False

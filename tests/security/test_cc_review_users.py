@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from control_center.context import CONTEXT
+from control_center.deps import CONTAINER
 from provisioning_common.timeutil import utcnow
 from tests.integration import test_cc_app as shared
 from tests.support.control_center import ADMIN_PASSWORD
@@ -151,7 +151,7 @@ async def test_a_dead_holders_admin_lease_expires(make_client: Factory) -> None:
     client = await make_client()
     root = (await login(client, "admin", ADMIN_PASSWORD))["token"]
     other = await create(client, root, "admin-c", ["admin"])
-    ctx = client.server.app[CONTEXT]
+    ctx = client.server.app[CONTAINER]
     # a replica died while holding the lease: once expired it no longer blocks
     await ctx.repos.users.locks.insert_one(
         {"_id": "admins", "holder": "dead", "until": utcnow() - timedelta(seconds=1)}

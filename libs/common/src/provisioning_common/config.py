@@ -171,6 +171,7 @@ class CommonSettings:
     metrics_token: str | None = None
     toml: Mapping[str, Any] = field(default_factory=dict)
     environment: str = "development"
+    shutdown_grace_seconds: float = 20.0  # HTTP drain on SIGTERM
 
     @property
     def production(self) -> bool:
@@ -219,4 +220,5 @@ class CommonSettings:
             metrics_token=env.optional("METRICS_TOKEN"),
             toml=load_toml(env),
             environment=mode,
+            shutdown_grace_seconds=env.float("SHUTDOWN_GRACE_SECONDS", 20.0, low=0.0),
         )

@@ -32,6 +32,7 @@ from apispec.ext.marshmallow.common import resolve_schema_cls
 from marshmallow import Schema
 
 from .envelope import dumps
+from .pagination import DEFAULT_LIMIT, MAX_LIMIT
 
 __all__ = ["ApiDoc", "add_openapi_routes", "api_doc", "build_spec", "get_api_doc"]
 
@@ -355,8 +356,6 @@ def _path_parameters(names: Sequence[str]) -> list[dict[str, Any]]:
 
 
 def _page_parameters(already: set[str]) -> list[dict[str, Any]]:
-    from .pagination import DEFAULT_LIMIT, MAX_LIMIT
-
     params = []
     if "limit" not in already:
         params.append(

@@ -5,7 +5,6 @@ SIGTERM/SIGINT within ``SHUTDOWN_GRACE_SECONDS``."""
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from collections.abc import Callable
 from typing import TypeVar
@@ -25,14 +24,14 @@ def run_service(
     common_of: Callable[[S], CommonSettings],
     create_app: Callable[[S], web.Application],
 ) -> None:
-    configure_logging(service, os.environ.get("LOG_LEVEL", "INFO"))
+    configure_logging(service)  # the settings' LOG_LEVEL once they are read
     try:
         settings = load_settings()
     except ConfigError as exc:
         print(f"{service}: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc
     common = common_of(settings)
-    grace = float(os.environ.get("SHUTDOWN_GRACE_SECONDS", "20"))
+    configure_logging(service, common.log_level)
     logging.getLogger(service).info(
         "starting", extra={"host": common.host, "port": common.port, "database": common.database}
     )
@@ -40,7 +39,7 @@ def run_service(
         mount(create_app(settings), common),
         host=common.host,
         port=common.port,
-        shutdown_timeout=grace,
+        shutdown_timeout=common.shutdown_grace_seconds,
         access_log=None,
         print=None,
         handle_signals=True,

@@ -1,14 +1,17 @@
-"""Application scaffolding both services share: typed AppKeys, storage clients
-opened and closed in ``cleanup_ctx``, ``/health``, readiness, ``/metrics``, rate-limit
-enforcement and the client address behind trusted proxies."""
+"""Application scaffolding both services share: typed AppKeys, the storage clients
+(:class:`Storage`, opened and closed by each service's container), ``/health``,
+readiness, ``/metrics``, rate-limit enforcement and the client address behind
+trusted proxies."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import ipaddress
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp_cors
@@ -23,7 +26,7 @@ from .errors import ServiceUnavailable, TooManyRequests, Unauthorized
 from .events import EventBus
 from .metrics import RATE_LIMIT_REJECTIONS, metrics_handler
 from .middleware import make_middlewares
-from .mongo import open_client, ping
+from .mongo import Document, open_client, ping
 from .ratelimit import RateDecision, RateLimiter
 from .redis_client import open_redis
 
@@ -41,30 +44,49 @@ ReadinessCheck = Callable[[web.Application], Awaitable[None]]
 
 
 def create_base_app(settings: CommonSettings) -> web.Application:
+    """The app both services start from. Its storage clients are opened by the
+    service's container, which binds them with :func:`bind_storage` when it starts."""
     app = web.Application(
         client_max_size=settings.max_body_bytes,
         middlewares=make_middlewares(settings.service),
     )
     app[COMMON_SETTINGS] = settings
-    app.cleanup_ctx.append(storage_ctx)
     app.on_response_prepare.append(_add_rate_headers)
     return app
 
 
-async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings = app[COMMON_SETTINGS]
-    client = open_client(settings.mongodb_url)
-    redis = open_redis(settings.redis_url)
-    app[MONGO_CLIENT] = client
-    app[DATABASE] = client[settings.database]
-    app[REDIS] = redis
-    app[EVENT_BUS] = EventBus(redis)
-    app[RATE_LIMITER] = RateLimiter(redis)
-    try:
-        yield
-    finally:
-        await redis.aclose()
-        await client.close()
+@dataclass(frozen=True)
+class Storage:
+    """The storage clients a service opens once: MongoDB (its database), Redis, the
+    event bus and the rate limiter on that Redis."""
+
+    client: AsyncMongoClient[Document]
+    database: AsyncDatabase[Document]
+    redis: Redis
+    bus: EventBus
+    rate_limiter: RateLimiter
+
+    @classmethod
+    def open(cls, settings: CommonSettings) -> Storage:
+        client = open_client(settings.mongodb_url)
+        redis = open_redis(settings.redis_url)
+        return cls(client, client[settings.database], redis, EventBus(redis), RateLimiter(redis))
+
+    async def aclose(self) -> None:
+        """Redis first, then MongoDB."""
+        try:
+            await self.redis.aclose()
+        finally:
+            await self.client.close()
+
+
+def bind_storage(app: web.Application, storage: Storage) -> None:
+    """Make ``storage`` what the shared helpers (readiness checks, rate limits) use."""
+    app[MONGO_CLIENT] = storage.client
+    app[DATABASE] = storage.database
+    app[REDIS] = storage.redis
+    app[EVENT_BUS] = storage.bus
+    app[RATE_LIMITER] = storage.rate_limiter
 
 
 async def _add_rate_headers(request: web.Request, response: web.StreamResponse) -> None:
@@ -207,8 +229,6 @@ def add_operational_routes(
     async def metrics(request: web.Request) -> web.StreamResponse:
         token = request.app[COMMON_SETTINGS].metrics_token
         if token is not None:
-            import hmac
-
             given = request.headers.get("Authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
                 raise Unauthorized()
@@ -222,7 +242,7 @@ def add_operational_routes(
 @contextlib.asynccontextmanager
 async def background(coro: Coroutine[Any, Any, None], name: str) -> AsyncIterator[None]:
     """Run ``coro`` as a task for the body's duration, then cancel and await it: the one
-    way a feature's ``cleanup_ctx`` keeps a loop alive while the app runs."""
+    way a service's container keeps a loop alive while the app runs."""
     task = asyncio.create_task(coro, name=name)
     try:
         yield

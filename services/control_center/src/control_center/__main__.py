@@ -12,27 +12,29 @@ from __future__ import annotations
 import asyncio
 import sys
 
+from provisioning_common.mongo import open_client
 from provisioning_common.runner import run_service
 
 from .app import create_app
+from .audit.repository import AuditRepository
+from .audit.service import AuditLog
+from .auth.repository import LoginRepository
 from .settings import Settings
+from .users.bootstrap import break_glass_unlock
+from .users.repository import UserRepository
 
 USAGE = "usage: python -m control_center [unlock-admin]"
 
 
 async def unlock_admin(settings: Settings) -> bool:
-    from provisioning_common.mongo import open_client
-
-    from .audit.repository import AuditRepository
-    from .auth.repository import LoginRepository
-    from .users.repository import UserRepository
-    from .users.service import break_glass_unlock
-
     client = open_client(settings.common.mongodb_url)
     try:
         db = client[settings.common.database]
         return await break_glass_unlock(
-            UserRepository(db), LoginRepository(db), AuditRepository(db), "unlock-admin command"
+            UserRepository(db),
+            LoginRepository(db),
+            AuditLog(AuditRepository(db)),
+            "unlock-admin command",
         )
     finally:
         await client.close()

@@ -1,63 +1,88 @@
 """Application factory: ``create_app(settings)``; nothing happens at import time.
 
-The app is built from a list of feature setup functions, each
-``def setup(app: web.Application) -> None`` in its own package: it adds routes,
-``cleanup_ctx`` entries and background tasks, and reads its own settings from env."""
+The composition root is :class:`~orchestrator.container.Container`, built here once
+from the settings and started in ``cleanup_ctx``. Each feature is one
+``setup(app, container)`` that only adds routes (and middleware); handlers reach the
+container through ``request.app[CONTAINER]``. Adding a feature is one line in
+``FEATURES``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
 from provisioning_common.openapi import add_openapi_routes
 from provisioning_common.webapp import (
     add_operational_routes,
+    bind_storage,
     check_mongo,
     check_redis,
     create_base_app,
     enable_cors,
 )
 
-from . import audit, auth, events, metrics, retention, tasks, webhooks, workflows
+from . import console
+from .auth.setup import setup as auth_setup
 from .batches.setup import setup as batches_setup
+from .container import Container
+from .deps import CONTAINER
+from .events.setup import setup as events_setup
 from .rollback.setup import setup as rollback_setup
 from .settings import Settings
 from .state.setup import setup as state_setup
+from .tasks.setup import setup as tasks_setup
+from .webhooks.setup import setup as webhooks_setup
+from .workflows.setup import setup as workflows_setup
 
-SETTINGS = web.AppKey("settings", Settings)
+Feature = Callable[[web.Application, Container], None]
 
-Feature = Callable[[web.Application], None]
 
-# Order matters: cleanup_ctx entries start in this order (and stop in reverse), so
-# events (the publisher) and auth come before the features that use them, and the
-# engine (tasks) before features that create tasks. Other packages append their
-# ``setup`` here (batches, rollback, state, webhooks, ...).
+def app_only(setup: Callable[[web.Application], None]) -> Feature:
+    """A feature whose ``setup(app)`` needs nothing from the container."""
+
+    def feature(app: web.Application, container: Container) -> None:
+        setup(app)
+
+    return feature
+
+
+# Routes and middleware, in this order (the console's middleware goes in front of the
+# auth middleware). What runs in the background is started by the container.
 FEATURES: list[Feature] = [
-    events.setup,
-    auth.setup,
-    tasks.setup,
-    workflows.setup,
-    audit.setup,
-    webhooks.setup,
-    metrics.setup,
+    events_setup,
+    auth_setup,
+    tasks_setup,
+    workflows_setup,
+    webhooks_setup,
     batches_setup,
     state_setup,
     rollback_setup,
-    retention.setup,
+    app_only(console.setup),
 ]
 
 
 def create_app(settings: Settings) -> web.Application:
     app = create_base_app(settings.common)
-    app[SETTINGS] = settings
+    container = Container(settings)
+    app[CONTAINER] = container
+
+    async def run_container(app: web.Application) -> AsyncIterator[None]:
+        await container.start()
+        bind_storage(app, container.storage)
+        try:
+            yield
+        finally:
+            await container.stop()
+
+    app.cleanup_ctx.append(run_container)
     add_operational_routes(
         app,
         health_message="Orchestrator is healthy",
         checks={"storage": check_mongo, "redis": check_redis},
     )
     for feature in FEATURES:
-        feature(app)
+        feature(app, container)
     add_openapi_routes(app, "Provisioning orchestrator", "1.0.0")
     enable_cors(app, settings.common.cors_origins)  # last: covers every route
     return app

@@ -10,7 +10,7 @@ Names and labels of the first two are the contract's. Where each is updated:
 ``TASK_DURATION.observe(seconds)``     same place: ``completed_at - started_at``
 ``QUEUE_DEPTH``                        gauge of Pending tasks (cluster-wide); refreshed
                                        every ``QUEUE_DEPTH_REFRESH_SECONDS`` by
-                                       :func:`setup`'s background task
+                                       the container's background loop
 ``RUNNING_TASKS``                      ``inc()`` when this replica starts a process,
                                        ``dec()`` when it ends (per replica)
 ``LEASE_TAKEOVERS.inc()``              engine, when it takes over an expired lease
@@ -30,17 +30,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
-from aiohttp import web
 from prometheus_client import Counter, Gauge
-
-from provisioning_common.webapp import background
 
 # The engine defines the task metrics it updates; they are re-exported here so
 # that every orchestrator metric can be found in one place (one definition each).
 from .engine.metrics import RUNNING_TASKS, TASK_DURATION, TASKS_TOTAL
 from .engine.metrics import TAKEOVERS as LEASE_TAKEOVERS
+
+if TYPE_CHECKING:
+    from .engine import TaskStore
 
 QUEUE_DEPTH = Gauge("orchestrator_queue_depth", "Tasks waiting to run (Pending)")
 WS_CONNECTIONS = Gauge("orchestrator_websocket_connections", "Open /ws connections")
@@ -73,6 +73,7 @@ __all__ = [
     "WEBHOOK_DELIVERIES",
     "WS_CONNECTIONS",
     "init_labels",
+    "queue_depth_loop",
     "record_task_final",
 ]
 
@@ -103,27 +104,16 @@ log = logging.getLogger(__name__)
 QUEUE_DEPTH_REFRESH_SECONDS = 5.0
 
 
-async def refresh_queue_depth(app: web.Application) -> None:
-    from .tasks.keys import ENGINE
-
-    engine = app.get(ENGINE)
-    if engine is not None:
-        QUEUE_DEPTH.set(await engine.store.count(status="Pending"))
+async def refresh_queue_depth(store: TaskStore) -> None:
+    QUEUE_DEPTH.set(await store.count(status="Pending"))
 
 
-def setup(app: web.Application) -> None:
-    """Keep the queue-depth gauge fresh (the other metrics are updated where they happen)."""
-
-    async def loop(app: web.Application) -> None:
-        while True:
-            try:
-                await refresh_queue_depth(app)
-            except Exception as exc:  # storage hiccup: keep the last value
-                log.debug("queue depth refresh failed: %s", type(exc).__name__)
-            await asyncio.sleep(QUEUE_DEPTH_REFRESH_SECONDS)
-
-    async def ctx(app: web.Application) -> AsyncIterator[None]:
-        async with background(loop(app), "metrics-queue-depth"):
-            yield
-
-    app.cleanup_ctx.append(ctx)
+async def queue_depth_loop(store: TaskStore) -> None:
+    """Keep the queue-depth gauge fresh (the other metrics are updated where they
+    happen); the container runs it for the app's lifetime."""
+    while True:
+        try:
+            await refresh_queue_depth(store)
+        except Exception as exc:  # storage hiccup: keep the last value
+            log.debug("queue depth refresh failed: %s", type(exc).__name__)
+        await asyncio.sleep(QUEUE_DEPTH_REFRESH_SECONDS)

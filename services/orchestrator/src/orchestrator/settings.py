@@ -1,11 +1,24 @@
-"""Orchestrator settings, read once at start-up."""
+"""Orchestrator settings, read once at start-up: ``Settings.from_env()`` builds every
+feature's typed settings (the only place that reads the environment); a bad value
+stops the service with a message naming the variable."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from provisioning_common.config import CommonSettings, ConfigError, EnvReader, Requirement
+
+from .audit.settings import AuditSettings
+from .auth.settings import AuthSettings
+from .batches.settings import BatchSettings
+from .engine.process import clean_env
+from .engine.settings import EngineSettings
+from .events.settings import WsSettings
+from .retention.settings import RetentionSettings
+from .webhooks.config import WebhookSettings
+from .workflows.bounds import Bounds
 
 # In production (PROVISIONING_ENV=production, the container images' default) the
 # orchestrator must be told where the control center is and how to authenticate to it;
@@ -16,6 +29,14 @@ PRODUCTION_SECRETS: tuple[Requirement, ...] = ("CONTROL_CENTER_URL", "SERVICE_CL
 @dataclass(frozen=True)
 class Settings:
     common: CommonSettings
+    engine: EngineSettings
+    auth: AuthSettings
+    ws: WsSettings
+    batches: BatchSettings
+    bounds: Bounds
+    audit: AuditSettings
+    webhooks: WebhookSettings
+    retention: RetentionSettings
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -31,4 +52,19 @@ class Settings:
         if common.production and secret is not None and len(secret) < 16:
             # the control center refuses service-client secrets this short (SERVICE_CLIENTS)
             raise ConfigError("SERVICE_CLIENT_SECRET must be 16+ characters")
-        return cls(common=common)
+        engine = EngineSettings.from_env(reader)
+        # The CLI inherits (an allow-listed part of) this process's environment,
+        # whatever mapping the settings themselves were read from.
+        child_env = clean_env(os.environ, engine.env_allowlist, engine.env_prefixes)
+        return cls(
+            common=common,
+            engine=replace(engine, child_env=child_env),
+            auth=AuthSettings.from_env(reader),
+            ws=WsSettings.from_env(reader),
+            batches=BatchSettings.from_env(reader),
+            bounds=Bounds.from_env(reader),
+            audit=AuditSettings.from_env(reader),
+            # Read now so that a bad [webhooks] section stops the start with its message.
+            webhooks=WebhookSettings.from_toml(common.toml),
+            retention=RetentionSettings.from_env(reader),
+        )

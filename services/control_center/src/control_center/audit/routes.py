@@ -12,8 +12,8 @@ from provisioning_common.pagination import paginated, parse_listing
 from provisioning_common.validation import read_json_body, validate
 
 from ..auth.guard import require
-from ..context import get_context
-from . import schemas, service
+from ..deps import container_of
+from . import schemas
 
 routes = web.RouteTableDef()
 
@@ -29,8 +29,7 @@ routes = web.RouteTableDef()
 async def logs(request: web.Request) -> web.Response:
     await require(request, "admin", "auditor")
     page, query = parse_listing(request, schemas.AuditQuery())
-    items, total = await service.search(
-        get_context(request).repos.audit,
+    items, total = await container_of(request).audit.search(
         user_id=query.get("user_id"),
         action=query.get("action"),
         resource=query.get("resource"),
@@ -57,10 +56,10 @@ async def logs(request: web.Request) -> web.Response:
 async def ingest(request: web.Request) -> web.Response:
     await require(request, "service", allow=("service",))
     raw = await read_json_body(request)
-    repo = get_context(request).repos.audit
+    audit = container_of(request).audit
     if isinstance(raw, Mapping) and "events" in raw:
         events = validate(schemas.AuditBatchIn(), raw)["events"]
-        stored = await service.ingest_many(repo, events)
+        stored = await audit.ingest_many(events)
         results = [
             {"id": event["id"], "duplicate": not new}
             for event, new in zip(events, stored, strict=True)
@@ -69,5 +68,5 @@ async def ingest(request: web.Request) -> web.Response:
         data = {"stored": count, "duplicates": len(events) - count, "results": results}
         return ok(data, status=201 if count else 200)
     body = validate(schemas.AuditEventIn(), raw)
-    new = await service.ingest(repo, body)
+    new = await audit.ingest(body)
     return ok({"id": body["id"], "duplicate": not new}, status=201 if new else 200)

@@ -14,10 +14,9 @@ from aiohttp import web
 
 from provisioning_common.errors import Forbidden, Unauthorized
 from provisioning_common.tokens import TokenClaims, bearer_token
-from provisioning_common.webapp import COMMON_SETTINGS, enforce_rate_limit
+from provisioning_common.webapp import enforce_rate_limit
 
-from ..context import get_context
-from . import service
+from ..deps import container_of
 
 
 @dataclass(frozen=True)
@@ -50,17 +49,17 @@ async def authenticate(request: web.Request, *, allow: tuple[str, ...] = ("acces
     token = bearer_token(request.headers.get("Authorization"))
     if token is None:
         raise Unauthorized("Authentication required")
-    ctx = get_context(request)
-    claims = await service.verify(ctx, token, allow)
-    active, user = await service.token_state(ctx, claims)
+    container = container_of(request)
+    claims = await container.verifier.verify(token, allow)
+    active, user = await container.verifier.token_state(claims)
     if not active:
         raise Unauthorized("Token is no longer valid")
     principal = Principal(claims, user)
     request[PRINCIPAL] = principal
-    limits = request.app[COMMON_SETTINGS].rate_limits
+    limits = container.settings.common.rate_limits
     if principal.is_service:
         await enforce_rate_limit(
-            request, "service", claims.sub, ctx.settings.auth.service_rate_per_minute
+            request, "service", claims.sub, container.settings.auth.service_rate_per_minute
         )
     else:
         await enforce_rate_limit(request, "general", claims.sub, limits.general_per_minute)

@@ -8,19 +8,20 @@ from provisioning_common.envelope import ok
 from provisioning_common.errors import Unauthorized
 from provisioning_common.openapi import api_doc
 from provisioning_common.validation import load_body
-from provisioning_common.webapp import COMMON_SETTINGS, client_ip, enforce_rate_limit
+from provisioning_common.webapp import client_ip, enforce_rate_limit
 
-from ..context import get_context
+from ..deps import container_of
 from ..users.model import public_user
-from . import schemas, service
+from . import schemas
 from .guard import authenticate
+from .login import LoginAttempt
 
 routes = web.RouteTableDef()
 
 
 async def _auth_tier(request: web.Request) -> None:
     """The contract's authentication limit: per client IP."""
-    limits = request.app[COMMON_SETTINGS].rate_limits
+    limits = container_of(request).settings.common.rate_limits
     await enforce_rate_limit(request, "auth", client_ip(request), limits.auth_per_minute)
 
 
@@ -40,10 +41,10 @@ async def _auth_tier(request: web.Request) -> None:
 async def login(request: web.Request) -> web.Response:
     await _auth_tier(request)
     body = await load_body(request, schemas.LoginIn())
-    attempt = service.LoginAttempt(
+    attempt = LoginAttempt(
         body["username"], body["password"], body.get("mfa_code") or None, client_ip(request)
     )
-    return ok(await service.login(get_context(request), attempt))
+    return ok(await container_of(request).login.login(attempt))
 
 
 @routes.post("/auth/refresh")
@@ -58,14 +59,14 @@ async def login(request: web.Request) -> web.Response:
 async def refresh(request: web.Request) -> web.Response:
     await _auth_tier(request)
     body = await load_body(request, schemas.RefreshIn())
-    return ok(await service.refresh(get_context(request), body["token"], client_ip(request)))
+    return ok(await container_of(request).tokens.refresh(body["token"], client_ip(request)))
 
 
 @routes.post("/auth/logout")
 @api_doc(summary="Log out: revoke the access token and its session", tags=["auth"])
 async def logout(request: web.Request) -> web.Response:
     principal = await authenticate(request)
-    await service.logout(get_context(request), principal.claims, client_ip(request))
+    await container_of(request).tokens.logout(principal.claims, client_ip(request))
     return ok("Successfully logged out")
 
 
@@ -81,9 +82,8 @@ async def logout(request: web.Request) -> web.Response:
 async def token(request: web.Request) -> web.Response:
     await _auth_tier(request)
     body = await load_body(request, schemas.TokenIn())
-    return ok(
-        await service.service_token(get_context(request), body["client_id"], body["client_secret"])
-    )
+    tokens = container_of(request).tokens
+    return ok(await tokens.service_token(body["client_id"], body["client_secret"]))
 
 
 @routes.post("/auth/introspect")
@@ -97,7 +97,7 @@ async def token(request: web.Request) -> web.Response:
 async def introspect(request: web.Request) -> web.Response:
     await authenticate(request, allow=("service",))
     body = await load_body(request, schemas.IntrospectIn())
-    return ok(await service.introspect(get_context(request), body["token"]))
+    return ok(await container_of(request).verifier.introspect(body["token"]))
 
 
 @routes.get("/auth/me")
@@ -122,11 +122,8 @@ async def mfa_enroll(request: web.Request) -> web.Response:
     body = await load_body(request, schemas.MfaEnrollIn())
     if principal.user is None:
         raise Unauthorized()
-    return ok(
-        await service.mfa_enroll(
-            get_context(request), principal.user, body["password"], client_ip(request)
-        )
-    )
+    mfa = container_of(request).mfa
+    return ok(await mfa.enroll(principal.user, body["password"], client_ip(request)))
 
 
 @routes.post("/auth/mfa/verify")
@@ -142,5 +139,5 @@ async def mfa_verify(request: web.Request) -> web.Response:
     body = await load_body(request, schemas.MfaVerifyIn())
     if principal.user is None:
         raise Unauthorized()
-    await service.mfa_verify(get_context(request), principal.user, body["code"])
+    await container_of(request).mfa.verify(principal.user, body["code"])
     return ok("MFA enabled")

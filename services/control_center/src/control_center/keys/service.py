@@ -1,4 +1,5 @@
-"""The key ring: the active signing key plus the previous public keys.
+"""The key ring (the active signing key plus the previous public keys) and
+:class:`KeyService`, the use cases of the ``keys`` endpoints.
 
 Keys come from configuration (a mounted secret: the active private key and any
 retired keys) or, for local runs, from MongoDB, where the first replica to start
@@ -16,9 +17,11 @@ from typing import Any
 from jose import jwk, jwt
 from jose.backends.base import Key
 
+from provisioning_common.errors import Conflict
 from provisioning_common.timeutil import as_utc, utcnow
 from provisioning_common.tokens import ALGORITHM
 
+from ..audit.service import AuditLog
 from .model import KeyMaterial, generate_private_pem, material_from_pem
 from .repository import KeyRepository
 
@@ -139,3 +142,30 @@ class KeyRing:
 
     def jwks(self) -> dict[str, list[dict[str, str]]]:
         return {"keys": [m.jwks_entry() for m in self.materials]}
+
+
+class KeyService:
+    """The public key set and audited rotation."""
+
+    def __init__(self, keyring: KeyRing, keys: KeyRepository, audit: AuditLog) -> None:
+        self._keyring = keyring
+        self._keys = keys
+        self._audit = audit
+
+    def jwks(self) -> dict[str, list[dict[str, str]]]:
+        return self._keyring.jwks()
+
+    async def rotate(self, actor: str) -> str:
+        """Rotate the signing key; the new key id. Conflict when keys come from
+        configuration."""
+        try:
+            kid = await self._keyring.rotate(self._keys)
+        except KeyRingError as exc:
+            raise Conflict(str(exc)) from exc
+        await self._audit.record(
+            action="keys.rotate",
+            resource=f"keys/{kid}",
+            result="success",
+            user_id=actor,
+        )
+        return kid

@@ -13,8 +13,8 @@ from provisioning_common.validation import load_body
 from provisioning_common.webapp import client_ip
 
 from ..auth.guard import authenticate, require, require_roles
-from ..context import get_context
-from . import schemas, service
+from ..deps import container_of
+from . import schemas
 
 routes = web.RouteTableDef()
 READERS = ("admin", "auditor", "service")
@@ -31,8 +31,8 @@ READERS = ("admin", "auditor", "service")
 async def list_policies(request: web.Request) -> web.Response:
     await require(request, *READERS, allow=("access", "service"))
     page, query = parse_listing(request, schemas.PolicyQuery())
-    items, total = await service.list_policies(
-        get_context(request), enabled=query.get("enabled"), limit=page.limit, offset=page.offset
+    items, total = await container_of(request).policies.page(
+        enabled=query.get("enabled"), limit=page.limit, offset=page.offset
     )
     return paginated(request, items, total, page)
 
@@ -48,7 +48,7 @@ async def list_policies(request: web.Request) -> web.Response:
 async def create_policy(request: web.Request) -> web.Response:
     principal = await require(request, "admin")
     body = await load_body(request, schemas.PolicyCreateIn())
-    return ok(await service.create_policy(get_context(request), body, principal.sub), status=201)
+    return ok(await container_of(request).policies.create(body, principal.sub), status=201)
 
 
 @routes.post("/policies/evaluate")
@@ -75,8 +75,7 @@ async def evaluate(request: web.Request) -> web.Response:
         }
     context = {"ip": client_ip(request), **body["context"]}
     return ok(
-        await service.evaluate(
-            get_context(request),
+        await container_of(request).policies.evaluate(
             user=subject,
             action=body["action"],
             resource=body["resource"],
@@ -89,7 +88,7 @@ async def evaluate(request: web.Request) -> web.Response:
 @api_doc(summary="Get a policy", tags=["policies"], response=schemas.PolicyOut)
 async def get_policy(request: web.Request) -> web.Response:
     await require(request, *READERS, allow=("access", "service"))
-    return ok(await service.get_policy(get_context(request), request.match_info["id"]))
+    return ok(await container_of(request).policies.get(request.match_info["id"]))
 
 
 @routes.put("/policies/{id}")
@@ -102,7 +101,7 @@ async def get_policy(request: web.Request) -> web.Response:
 async def update_policy(request: web.Request) -> web.Response:
     principal = await require(request, "admin")
     body = await load_body(request, schemas.PolicyUpdateIn())
-    await service.update_policy(get_context(request), request.match_info["id"], body, principal.sub)
+    await container_of(request).policies.update(request.match_info["id"], body, principal.sub)
     return ok("Policy updated successfully")
 
 
@@ -110,5 +109,5 @@ async def update_policy(request: web.Request) -> web.Response:
 @api_doc(summary="Delete a policy", tags=["policies"])
 async def delete_policy(request: web.Request) -> web.Response:
     principal = await require(request, "admin")
-    await service.delete_policy(get_context(request), request.match_info["id"], principal.sub)
+    await container_of(request).policies.delete(request.match_info["id"], principal.sub)
     return ok("Policy deleted successfully")

@@ -11,9 +11,8 @@ from provisioning_common.validation import load_body
 from provisioning_common.webapp import client_ip
 
 from ..auth.guard import authenticate, require, require_roles
-from ..context import get_context
-from . import schemas, service
-from .model import public_user
+from ..deps import container_of
+from . import schemas
 
 routes = web.RouteTableDef()
 
@@ -29,8 +28,7 @@ routes = web.RouteTableDef()
 async def list_users(request: web.Request) -> web.Response:
     await require(request, "admin", "auditor")
     page, query = parse_listing(request, schemas.UserQuery())
-    items, total = await service.list_users(
-        get_context(request),
+    items, total = await container_of(request).users.page(
         role=query.get("role"),
         enabled=query.get("enabled"),
         limit=page.limit,
@@ -50,7 +48,7 @@ async def list_users(request: web.Request) -> web.Response:
 async def create_user(request: web.Request) -> web.Response:
     principal = await require(request, "admin")
     body = await load_body(request, schemas.UserCreateIn())
-    return ok(await service.create_user(get_context(request), body, principal.sub), status=201)
+    return ok(await container_of(request).users.create(body, principal.sub), status=201)
 
 
 @routes.get("/users/{id}")
@@ -64,7 +62,7 @@ async def get_user(request: web.Request) -> web.Response:
     user_id = request.match_info["id"]
     if principal.sub != user_id:
         require_roles(principal, ("admin", "auditor"))
-    return ok(public_user(await service.get_user(get_context(request), user_id)))
+    return ok(await container_of(request).users.view(user_id))
 
 
 @routes.put("/users/{id}")
@@ -78,8 +76,7 @@ async def update_user(request: web.Request) -> web.Response:
     principal = await authenticate(request)
     body = await load_body(request, schemas.UserUpdateIn())
     assert principal.user is not None
-    await service.update_user(
-        get_context(request),
+    await container_of(request).users.update(
         request.match_info["id"],
         body,
         actor=principal.user,
@@ -93,7 +90,7 @@ async def update_user(request: web.Request) -> web.Response:
 @api_doc(summary="Delete a user", tags=["users"], responses={409: "Last enabled admin"})
 async def delete_user(request: web.Request) -> web.Response:
     principal = await require(request, "admin")
-    await service.delete_user(get_context(request), request.match_info["id"], principal.sub)
+    await container_of(request).users.delete(request.match_info["id"], principal.sub)
     return ok("User deleted successfully")
 
 
@@ -101,7 +98,7 @@ async def delete_user(request: web.Request) -> web.Response:
 @api_doc(summary="Reset a user's MFA enrolment", tags=["users"])
 async def reset_mfa(request: web.Request) -> web.Response:
     principal = await require(request, "admin")
-    await service.reset_mfa(get_context(request), request.match_info["id"], principal.sub)
+    await container_of(request).users.reset_mfa(request.match_info["id"], principal.sub)
     return ok("MFA reset successfully")
 
 
@@ -109,5 +106,5 @@ async def reset_mfa(request: web.Request) -> web.Response:
 @api_doc(summary="Lift a login lockout", tags=["users"])
 async def unlock_user(request: web.Request) -> web.Response:
     principal = await require(request, "admin")
-    await service.unlock(get_context(request), request.match_info["id"], principal.sub)
+    await container_of(request).users.unlock(request.match_info["id"], principal.sub)
     return ok("User unlocked successfully")

@@ -40,6 +40,8 @@ Settings (env): ``AUDIT_ENABLED`` (true), ``AUDIT_MAX_ATTEMPTS`` (10000),
 
 from __future__ import annotations
 
-from .service import AUDIT, AuditService, AuditSettings, record_action, record_audit, setup
+from .record import record_action, record_audit
+from .service import AuditService
+from .settings import AuditSettings
 
-__all__ = ["AUDIT", "AuditService", "AuditSettings", "record_action", "record_audit", "setup"]
+__all__ = ["AuditService", "AuditSettings", "record_action", "record_audit"]

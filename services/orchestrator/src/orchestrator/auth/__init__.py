@@ -10,7 +10,7 @@ How a handler uses it (one line)::
     @requires("read", lambda request: f"tasks:{request.match_info['id']}")
     async def get_task(request: web.Request) -> web.Response: ...
 
-- The middleware (installed by :func:`setup`) authenticates every request except the
+- The middleware (installed by ``auth.setup``) authenticates every request except the
   public paths (``/health``, ``/ready``, ``/metrics``, ``/openapi.json``, ``/ws`` which
   authenticates itself): ``Authorization: Bearer <jwt>`` verified against the control
   center's JWKS, checked with ``/auth/introspect`` (positive answers cached ≤
@@ -33,9 +33,7 @@ How a handler uses it (one line)::
 from provisioning_common.remote_auth import Principal
 
 from .core import (
-    AUTH,
     PRINCIPAL,
-    AuthSettings,
     authenticate_request,
     authenticate_token,
     authenticated_only,
@@ -43,11 +41,10 @@ from .core import (
     authorize_all,
     may,
     requires,
-    setup,
 )
+from .settings import AuthSettings
 
 __all__ = [
-    "AUTH",
     "PRINCIPAL",
     "AuthSettings",
     "Principal",
@@ -58,5 +55,4 @@ __all__ = [
     "authorize_all",
     "may",
     "requires",
-    "setup",
 ]

@@ -13,15 +13,28 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from orchestrator.rollback.ledger import LedgerRecorder
+
 from .model import needs_coordinator
-from .service import PURPOSE_RUN, BatchContext, ledger_entry, reconcile
+from .reconcile import BatchReconciler
+from .repository import BatchRepository
 
 log = logging.getLogger(__name__)
 
 
 class BatchCoordinator:
-    def __init__(self, ctx: BatchContext, interval: float, min_spacing: float = 0.25) -> None:
-        self.ctx = ctx
+    def __init__(
+        self,
+        *,
+        repo: BatchRepository,
+        reconciler: BatchReconciler,
+        ledger: LedgerRecorder,
+        interval: float,
+        min_spacing: float = 0.25,
+    ) -> None:
+        self.repo = repo
+        self.reconciler = reconciler
+        self.ledger = ledger
         self.interval = interval
         # A busy batch finishes many tasks a second; one pass per spacing covers them all.
         self.min_spacing = min_spacing
@@ -33,14 +46,8 @@ class BatchCoordinator:
         self.last_error: str | None = None
 
     async def on_task_final(self, task: Mapping[str, Any]) -> None:
-        if (
-            task.get("status") == "Completed"
-            and task.get("compensation")
-            and (task.get("metadata") or {}).get("purpose", PURPOSE_RUN) == PURPOSE_RUN
-        ):
-            # Any applied task with a compensation enters the ledger, batch or not.
-            await self.ctx.ledger.record_applied(ledger_entry(task, self.ctx.cli))
-            self.ctx.ledgered.add(str(task["_id"]))
+        """The engine's final listener: ledger the task, look at its batch now."""
+        await self.ledger.on_task_final(task)
         batch_id = task.get("batch_id")
         if batch_id:
             self._dirty.add(str(batch_id))
@@ -69,8 +76,8 @@ class BatchCoordinator:
     async def _mark_active(self) -> None:
         """Once at start: mark batches active by their document whose creator died
         before marking them (a full read, never repeated)."""
-        for batch_id in await self.ctx.repo.active_ids():
-            await self.ctx.repo.activate(batch_id)
+        for batch_id in await self.repo.active_ids():
+            await self.repo.activate(batch_id)
 
     async def _run(self) -> None:
         next_full = 0.0
@@ -82,7 +89,7 @@ class BatchCoordinator:
                     await self._mark_active()
                     marked = True
                 if now >= next_full:
-                    self._dirty.update(await self.ctx.repo.active_set_ids())
+                    self._dirty.update(await self.repo.active_set_ids())
                     self.last_tick = now
                     self.last_error = None
                     next_full = now + self.interval
@@ -109,10 +116,10 @@ class BatchCoordinator:
     async def _one(self, batch_id: str) -> None:
         started = time.monotonic()
         try:
-            await reconcile(self.ctx, batch_id)
-            batch = await self.ctx.repo.get(batch_id)
+            await self.reconciler.reconcile(batch_id)
+            batch = await self.repo.get(batch_id)
             if batch is None or not needs_coordinator(batch):
-                await self.ctx.repo.deactivate(batch_id)
+                await self.repo.deactivate(batch_id)
         except asyncio.CancelledError:
             raise
         except Exception:

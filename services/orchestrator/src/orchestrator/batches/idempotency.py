@@ -12,8 +12,8 @@ from orchestrator.workflows.repository import IdempotencyRepository
 from orchestrator.workflows.service import body_hash
 from provisioning_common.errors import Conflict
 
+from .presenters import submitted_view
 from .repository import BatchRepository
-from .service import submitted_view
 
 
 async def submit_once(

@@ -1,21 +1,9 @@
-"""Where the core's engine and event publisher live in the app."""
+"""What the batch service reads from the engine's task store."""
 
 from __future__ import annotations
 
-from aiohttp import web
-
-from orchestrator.engine import Engine, TaskStore
-from orchestrator.events import PUBLISHER, EventPublisher
-from orchestrator.tasks.keys import ENGINE
+from orchestrator.engine import TaskStore
 from provisioning_common.mongo import Document
-
-
-def engine_of(app: web.Application) -> Engine:
-    return app[ENGINE]
-
-
-def publisher_of(app: web.Application) -> EventPublisher:
-    return app[PUBLISHER]
 
 
 async def batch_tasks(store: TaskStore, batch_id: str) -> list[Document]:

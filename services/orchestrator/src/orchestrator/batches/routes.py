@@ -11,20 +11,19 @@ from aiohttp import web
 from orchestrator.audit import record_action
 from orchestrator.auth import PRINCIPAL, authorize, authorize_all
 from orchestrator.auth.resources import command_action, command_resource
+from orchestrator.deps import container_of
 from orchestrator.workflows.bounds import check_pending
-from orchestrator.workflows.keys import IDEMPOTENCY
 from orchestrator.workflows.service import check_key
 from provisioning_common.envelope import ok
 from provisioning_common.errors import Unauthorized, UnprocessableEntity
 from provisioning_common.openapi import api_doc
 from provisioning_common.pagination import paginated, parse_page
 from provisioning_common.validation import load_body
-from provisioning_common.webapp import COMMON_SETTINGS, enforce_rate_limit
+from provisioning_common.webapp import enforce_rate_limit
 
-from . import model, service
-from .idempotency import submit_once
-from .keys import BATCH_CONTEXT, BATCH_SETTINGS, COORDINATOR
+from . import model
 from .model import Operation, operation_task_count
+from .planning import parse_operations
 from .schemas import BatchOut, BatchSubmissionSchema, BatchSubmittedOut, PlanOut
 
 routes = web.RouteTableDef()
@@ -35,19 +34,21 @@ async def _batch_tier(request: web.Request) -> None:
     principal = request.get(PRINCIPAL)
     if principal is None:
         raise Unauthorized()
-    limit = request.app[COMMON_SETTINGS].rate_limits.batch_per_minute
+    limit = container_of(request).settings.common.rate_limits.batch_per_minute
     await enforce_rate_limit(request, "batch", f"user:{principal.sub}", limit)
 
 
 def _schema(request: web.Request) -> BatchSubmissionSchema:
-    return BatchSubmissionSchema(max_parallel_limit=request.app[BATCH_SETTINGS].max_parallel_limit)
+    return BatchSubmissionSchema(
+        max_parallel_limit=container_of(request).settings.batches.max_parallel_limit
+    )
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
     """The validated body, refused (422) when it would expand to more than
     ``BATCH_MAX_TASKS`` tasks: counted from the body, before anything is expanded."""
     data = await load_body(request, _schema(request))
-    limit = request.app[BATCH_SETTINGS].max_tasks
+    limit = container_of(request).settings.batches.max_tasks
     total = sum(operation_task_count(Operation.from_dict(o)) for o in data["operations"])
     if total > limit:
         raise UnprocessableEntity(
@@ -62,7 +63,7 @@ def _checks(data: Mapping[str, Any], owner: str, verb: str) -> list[tuple[str, s
     resource and, with automatic rollback, the ``delete`` each compensation would run
     (auth/resources.py; the same names as the workflows and the rollback use)."""
     checks: list[tuple[str, str, str | None]] = [(verb, f"batches:{data['name']}", owner)]
-    for spec in model.expand_batch("authorization", service.parse_operations(data)):
+    for spec in model.expand_batch("authorization", parse_operations(data)):
         checks.append(
             (command_action(spec.subcommand), command_resource(spec.subcommand, spec.args), owner)
         )
@@ -103,21 +104,8 @@ async def execute_batch(request: web.Request) -> web.Response:
     principal = await authorize_all(request, _checks(data, _caller(request), "execute"))
     total = sum(operation_task_count(Operation.from_dict(o)) for o in data["operations"])
     await check_pending(request, principal.sub, total)
-    ctx = request.app[BATCH_CONTEXT]
-
-    async def run(batch_id: str) -> dict[str, Any]:
-        result = await service.submit(ctx, data, principal.sub, batch_id)
-        request.app[COORDINATOR].poke(batch_id)
-        return result
-
-    result = await submit_once(
-        request.app[IDEMPOTENCY],
-        ctx.repo,
-        key=key,
-        user=principal.sub,
-        path=request.path,
-        body=data,
-        run=run,
+    result = await container_of(request).batches.execute(
+        data, principal.sub, key=key, path=request.path
     )
     await record_action(
         request, "execute", f"batches:{data['name']}", details={"batch_id": result.get("batch_id")}
@@ -136,7 +124,7 @@ async def plan_batch(request: web.Request) -> web.Response:
     await _batch_tier(request)
     data = await _body(request)
     await authorize_all(request, _checks(data, _caller(request), "plan"))
-    return ok(service.plan(data, request.app[BATCH_CONTEXT].cli))
+    return ok(container_of(request).batches.plan(data))
 
 
 @routes.get("/batch/operations")
@@ -146,18 +134,18 @@ async def plan_batch(request: web.Request) -> web.Response:
 async def list_batches(request: web.Request) -> web.Response:
     await authorize(request, "read", "batches:*")
     page = parse_page(request)
-    docs, total = await request.app[BATCH_CONTEXT].repo.page(page.offset, page.limit)
-    return paginated(request, [service.batch_summary(d) for d in docs], total, page)
+    views, total = await container_of(request).batches.page(page.offset, page.limit)
+    return paginated(request, views, total, page)
 
 
 @routes.get("/batch/operations/{id}")
 @api_doc(summary="Get a batch operation's status", tags=["batch"], response=BatchOut)
 async def get_batch(request: web.Request) -> web.Response:
     batch_id = request.match_info["id"]
-    found = await request.app[BATCH_CONTEXT].repo.get(batch_id)
+    batches = container_of(request).batches
+    found = await batches.lookup(batch_id)
     await authorize(request, "read", f"batches:{batch_id}", owner=_owner(found))
-    batch = await service.get_batch(request.app[BATCH_CONTEXT], batch_id)
-    return ok(service.batch_summary(batch))
+    return ok(await batches.get(batch_id))
 
 
 def _owner(batch: Mapping[str, Any] | None) -> str | None:
@@ -173,8 +161,9 @@ def _owner(batch: Mapping[str, Any] | None) -> str | None:
 async def cancel_batch(request: web.Request) -> web.Response:
     await _batch_tier(request)
     batch_id = request.match_info["id"]
-    found = await request.app[BATCH_CONTEXT].repo.get(batch_id)
+    batches = container_of(request).batches
+    found = await batches.lookup(batch_id)
     await authorize(request, "cancel", f"batches:{batch_id}", owner=_owner(found))
-    await service.cancel(request.app[BATCH_CONTEXT], batch_id)
+    await batches.cancel(batch_id)
     await record_action(request, "cancel", f"batches:{batch_id}")
     return ok("Operation cancelled")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from provisioning_common.config import EnvReader
@@ -20,8 +19,7 @@ class BatchSettings:
     max_tasks: int = 1000
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> BatchSettings:
-        reader = EnvReader(env)
+    def from_env(cls, reader: EnvReader) -> BatchSettings:
         return cls(
             max_parallel_limit=reader.int("BATCH_MAX_PARALLEL_LIMIT", 100, low=1, high=10_000),
             coordinator_interval_seconds=reader.float(

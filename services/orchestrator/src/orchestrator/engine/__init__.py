@@ -1,6 +1,6 @@
 """The task engine: durable queue, leases, takeover, subprocess execution (DESIGN §5).
 
-No HTTP code here; the ``tasks`` feature wires it into the app (``orchestrator.tasks.ENGINE``).
+No HTTP code here; the container builds and starts it (``orchestrator.container``).
 See ``services/orchestrator/ENGINE_API.md``."""
 
 from .engine import Engine, EventSink, FinalListener

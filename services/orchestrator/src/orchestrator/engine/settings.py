@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from provisioning_common.config import ConfigError, EnvReader
@@ -26,6 +27,9 @@ class EngineSettings:
     env_prefixes: tuple[str, ...] = ("PROVISIONING_SIM_",)
     shutdown_grace_seconds: float = 10.0
     scan_limit: int = 200
+    # The environment the CLI's (filtered) environment is taken from: the process
+    # environment, captured by ``Settings.from_env``; None lets the engine read it.
+    child_env: Mapping[str, str] | None = None
 
     @classmethod
     def from_env(cls, env: EnvReader) -> EngineSettings:

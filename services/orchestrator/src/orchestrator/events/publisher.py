@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from provisioning_common.events import EVENTS_CHANNEL, Event, EventBus
+from provisioning_common.group_commit import GroupCommit
 
 from .replay import ReplayStream
 from .repository import EventRepository
@@ -30,9 +31,8 @@ InboxSelector = Callable[[str, Mapping[str, Any]], bool]
 
 @dataclass(frozen=True, slots=True)
 class InboxRoute:
-    """Set as ``app[INBOX_ROUTE]`` by a feature's ``setup`` (webhooks): the events
-    feature routes to the inbox from the moment it creates the publisher, before any
-    other feature starts publishing."""
+    """What the webhooks feature wants in its inbox (``webhooks.inbox_route``): the
+    container routes the publisher to it as it creates it, before anything publishes."""
 
     select: InboxSelector
 
@@ -51,6 +51,7 @@ class EventPublisher:
         self.replay = replay
         self._subscribers: list[LocalSubscriber] = []
         self._inbox: InboxSelector | None = None
+        self._writes: GroupCommit[Event, None] = GroupCommit(self._write_group, name="event-writer")
 
     def subscribe(self, callback: LocalSubscriber) -> None:
         """In-process callback for every event this replica publishes."""
@@ -59,9 +60,9 @@ class EventPublisher:
     def route_to_inbox(self, select: InboxSelector) -> None:
         """Also insert every event that ``select(event_type, data)`` accepts into
         ``event_inbox`` (same document as in ``events``), concurrently with the
-        ``events`` insert. The events feature calls this with the ``app[INBOX_ROUTE]``
-        that the webhooks feature sets when it has endpoints; its scan drains the
-        inbox. Without it nothing goes there."""
+        ``events`` insert. The container calls this with the webhooks feature's
+        :class:`InboxRoute` when it has endpoints; its scan drains the inbox. Without
+        it nothing goes there."""
         self._inbox = select
 
     async def publish(
@@ -71,35 +72,32 @@ class EventPublisher:
         metadata: Mapping[str, Any] | None = None,
     ) -> Event:
         event = Event(event_type, dict(data), dict(metadata or {}), id=new_event_id())
-        wire = event.to_wire()
-        stored, published, queued = await self._write(self.repository.insert(wire), [wire])
-        if isinstance(stored, BaseException):
-            log.error("could not store event %s: %s", event_type, type(stored).__name__)
-        if isinstance(published, BaseException):
-            log.warning("could not publish event %s: %s", event_type, type(published).__name__)
-        if isinstance(queued, BaseException):
-            log.error("could not queue event %s for webhooks: %s", event_type, _name(queued))
+        await self._commit([event])
         await self._notify([event])
         return event
 
     async def publish_many(
         self, items: Sequence[tuple[str, Mapping[str, Any], Mapping[str, Any] | None]]
     ) -> list[Event]:
-        """Like ``publish`` for many ``(event_type, data, metadata)``: one stored insert."""
+        """Like ``publish`` for many ``(event_type, data, metadata)`` at once."""
         events = [
             Event(kind, dict(data), dict(metadata or {}), id=new_event_id())
             for kind, data, metadata in items
         ]
-        wires = [e.to_wire() for e in events]
-        stored, published, queued = await self._write(self.repository.insert_many(wires), wires)
-        if isinstance(stored, BaseException):
-            log.error("could not store %d events: %s", len(wires), type(stored).__name__)
-        if isinstance(published, BaseException):
-            log.warning("could not publish events: %s", type(published).__name__)
-        if isinstance(queued, BaseException):
-            log.error("could not queue events for webhooks: %s", _name(queued))
+        await self._commit(events)
         await self._notify(events)
         return events
+
+    async def _commit(self, events: Sequence[Event]) -> None:
+        """Store, publish and queue ``events``, sharing the write with whatever else
+        is published meanwhile (``provisioning_common.group_commit``)."""
+        await self._writes.submit(events)
+
+    async def _write_group(self, events: list[Event]) -> list[None]:
+        wires = [e.to_wire() for e in events]
+        stored, published, queued = await self._write(self.repository.insert_many(wires), wires)
+        _report(wires, stored, published, queued)
+        return [None] * len(events)
 
     async def _write(
         self, store: Coroutine[Any, Any, None], wires: Sequence[dict[str, Any]]
@@ -137,6 +135,18 @@ class EventPublisher:
                     await callback(event)
                 except Exception:
                     log.exception("event subscriber failed")
+
+
+def _report(
+    wires: Sequence[Mapping[str, Any]], stored: object, published: object, queued: object
+) -> None:
+    kinds = ", ".join(sorted({str(w["event_type"]) for w in wires}))
+    if isinstance(stored, BaseException):
+        log.error("could not store %d events (%s): %s", len(wires), kinds, _name(stored))
+    if isinstance(published, BaseException):
+        log.warning("could not publish events (%s): %s", kinds, _name(published))
+    if isinstance(queued, BaseException):
+        log.error("could not queue events (%s) for webhooks: %s", kinds, _name(queued))
 
 
 def _name(exc: object) -> str:

@@ -1,17 +1,10 @@
-"""Events feature settings and AppKeys."""
+"""Events feature settings (env), validated at start-up."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aiohttp import web
-
 from provisioning_common.config import EnvReader
-
-from .hub import EventHub
-from .publisher import EventPublisher, InboxRoute
-from .replay import ReplayStream
-from .repository import EventRepository
 
 
 @dataclass(frozen=True)
@@ -37,11 +30,3 @@ class WsSettings:
             reauth_seconds=min(30.0, env.float("WS_REAUTH_SECONDS", 30.0, low=0.5)),
             max_connections_per_user=env.int("WS_MAX_CONNECTIONS_PER_USER", 10, low=1),
         )
-
-
-PUBLISHER = web.AppKey("event_publisher", EventPublisher)
-REPOSITORY = web.AppKey("event_repository", EventRepository)
-INBOX_ROUTE = web.AppKey("event_inbox_route", InboxRoute)
-REPLAY = web.AppKey("event_replay", ReplayStream)
-HUB = web.AppKey("event_hub", EventHub)
-WS_SETTINGS = web.AppKey("ws_settings", WsSettings)

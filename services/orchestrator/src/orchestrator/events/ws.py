@@ -25,13 +25,13 @@ from provisioning_common.openapi import api_doc
 from provisioning_common.remote_auth import Principal, revokes
 from provisioning_common.timeutil import utcnow
 from provisioning_common.tokens import bearer_token
-from provisioning_common.webapp import DATABASE, REDIS
 
-from ..auth import AUTH, authenticate_request, authenticate_token, may
+from ..auth import authenticate_request, authenticate_token, may
+from ..deps import container_of
 from ..engine.index import owner_of
 from ..metrics import WS_CONNECTIONS
 from .replay import replay
-from .settings import HUB, REPLAY, REPOSITORY, WS_SETTINGS, WsSettings
+from .settings import WsSettings
 
 routes = web.RouteTableDef()
 
@@ -93,8 +93,8 @@ class _Seat:
     """This connection's place among its user's connections."""
 
     def __init__(self, request: web.Request, principal: Principal, settings: WsSettings) -> None:
-        self.redis = request.app[REDIS]
-        self.key = f"{request.app[DATABASE].name}:ws:conns:{principal.sub}"
+        self.redis = container_of(request).redis
+        self.key = f"{container_of(request).db.name}:ws:conns:{principal.sub}"
         self.id = uuid.uuid4().hex
         self.cap = settings.max_connections_per_user
         self.lapse = 3 * settings.reauth_seconds + 5
@@ -123,9 +123,9 @@ class _Seat:
 )
 async def websocket(request: web.Request) -> web.StreamResponse:
     types, since = _parse(request)
-    settings = request.app[WS_SETTINGS]
+    settings = container_of(request).settings.ws
     ws = web.WebSocketResponse(heartbeat=settings.ping_seconds, max_msg_size=64 * 1024)
-    hub = request.app[HUB]
+    hub = container_of(request).hub
     # Subscribe before the handshake completes: a client may act as soon as it is
     # connected, and events published while we authenticate must not be lost.
     sub = hub.add()
@@ -154,7 +154,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     wanted = set(types) if types else None
     sent: set[str] = set()
     last_replayed = ""
-    auth = request.app[AUTH]
+    auth = container_of(request).auth
     revoked = asyncio.Event()
 
     def on_revocation(payload: Mapping[str, Any]) -> None:
@@ -166,8 +166,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     try:
         if since is not None:
             missed = await replay(
-                request.app.get(REPLAY),
-                request.app[REPOSITORY],
+                container_of(request).replay,
+                container_of(request).events,
                 since,
                 types,
                 settings.replay_limit,
@@ -213,7 +213,7 @@ class _Session:
         self.principal = principal
         self.seat = seat
         self.revoked = revoked
-        self.settings: WsSettings = request.app[WS_SETTINGS]
+        self.settings: WsSettings = container_of(request).settings.ws
         self._decisions: dict[tuple[str, str], bool] = {}
         self._owners: dict[str, str] = {}
 
@@ -276,9 +276,7 @@ class _Session:
     async def _task_owner(self, task_id: str) -> str:
         owner = self._owners.get(task_id)
         if owner is None:
-            from ..tasks import ENGINE  # the tasks feature imports this package
-
-            doc = await self.request.app[ENGINE].store.get(task_id)
+            doc = await container_of(self.request).engine.store.get(task_id)
             owner = owner_of(doc) if doc is not None else ""
             if len(self._owners) > 10_000:
                 self._owners.clear()

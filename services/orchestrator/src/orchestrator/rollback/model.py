@@ -9,6 +9,11 @@ import bson
 
 from orchestrator.state.model import format_size, mean
 
+# ``metadata.purpose`` of an engine task: a batch's own work, or a compensation
+# that undoes an applied task (created by an automatic or a requested rollback).
+PURPOSE_RUN = "run"
+PURPOSE_COMPENSATION = "compensation"
+
 
 def state_size(state: Mapping[str, Any]) -> int:
     """Bytes the recorded state takes (its BSON encoding, as stored)."""

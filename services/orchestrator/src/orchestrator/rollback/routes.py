@@ -9,13 +9,13 @@ from aiohttp import web
 
 from orchestrator.audit import record_action, record_audit
 from orchestrator.auth import authorize, authorize_all
+from orchestrator.deps import container_of
 from provisioning_common.envelope import ok
 from provisioning_common.openapi import api_doc
 from provisioning_common.pagination import paginated, parse_page
 from provisioning_common.validation import load_body
 
 from . import model, service
-from .keys import ROLLBACK_CONTEXT
 from .schemas import (
     CheckpointDetailOut,
     CheckpointIn,
@@ -40,7 +40,7 @@ async def create_checkpoint(request: web.Request) -> web.Response:
     await authorize(request, "create", "checkpoints:*")
     body = await load_body(request, CheckpointIn())
     cid = await service.create_checkpoint(
-        request.app[ROLLBACK_CONTEXT], body["name"], body.get("description")
+        container_of(request).rollback, body["name"], body.get("description")
     )
     await record_action(request, "create", f"checkpoints:{cid}", details={"name": body["name"]})
     return ok(cid, status=201)
@@ -53,8 +53,10 @@ async def create_checkpoint(request: web.Request) -> web.Response:
 async def list_checkpoints(request: web.Request) -> web.Response:
     await authorize(request, "read", "checkpoints:*")
     page = parse_page(request)
-    docs, total = await request.app[ROLLBACK_CONTEXT].repo.list_checkpoints(page.offset, page.limit)
-    return paginated(request, [model.checkpoint_view(d) for d in docs], total, page)
+    views, total = await service.list_checkpoints(
+        container_of(request).rollback, page.offset, page.limit
+    )
+    return paginated(request, views, total, page)
 
 
 @routes.get("/rollback/checkpoints/{id}")
@@ -62,7 +64,7 @@ async def list_checkpoints(request: web.Request) -> web.Response:
 async def get_checkpoint(request: web.Request) -> web.Response:
     cid = request.match_info["id"]
     await authorize(request, "read", f"checkpoints:{cid}")
-    doc = await service.get_checkpoint(request.app[ROLLBACK_CONTEXT], cid)
+    doc = await service.get_checkpoint(container_of(request).rollback, cid)
     return ok(model.checkpoint_view(doc, detail=True))
 
 
@@ -76,8 +78,10 @@ async def get_checkpoint(request: web.Request) -> web.Response:
 async def list_operations(request: web.Request) -> web.Response:
     await authorize(request, "read", "rollback:*")
     page = parse_page(request)
-    docs, total = await request.app[ROLLBACK_CONTEXT].repo.list_ledger(page.offset, page.limit)
-    return paginated(request, [model.ledger_view(d) for d in docs], total, page)
+    views, total = await service.list_ledger(
+        container_of(request).rollback, page.offset, page.limit
+    )
+    return paginated(request, views, total, page)
 
 
 @routes.post("/rollback/execute")
@@ -97,7 +101,7 @@ async def execute_rollback(request: web.Request) -> web.Response:
         await authorize_all(request, service.compensation_checks(entries))
 
     result = await service.execute(
-        request.app[ROLLBACK_CONTEXT],
+        container_of(request).rollback,
         checkpoint_id=body.get("checkpoint_id"),
         operation_ids=body.get("operation_ids"),
         check=check,
@@ -121,7 +125,7 @@ async def execute_rollback(request: web.Request) -> web.Response:
 async def restore(request: web.Request) -> web.Response:
     cid = request.match_info["id"]
     await authorize(request, "restore", f"checkpoints:{cid}")
-    restored = await service.restore(request.app[ROLLBACK_CONTEXT], cid)
+    restored = await service.restore(container_of(request).rollback, cid)
     await record_audit(request, action="rollback.restore", resource=f"checkpoints/{cid}")
     return ok(restored)
 
@@ -130,4 +134,4 @@ async def restore(request: web.Request) -> web.Response:
 @api_doc(summary="Rollback statistics", tags=["rollback"], response=RollbackStatisticsOut)
 async def statistics(request: web.Request) -> web.Response:
     await authorize(request, "read", "rollback:*")
-    return ok(await service.statistics(request.app[ROLLBACK_CONTEXT]))
+    return ok(await service.statistics(container_of(request).rollback))

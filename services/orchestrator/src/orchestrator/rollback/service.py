@@ -15,7 +15,6 @@ from typing import Any
 from orchestrator.auth.resources import command_action, command_resource
 from orchestrator.batches.model import COMPLETED, FAILED, FINISHED, RUNNING
 from orchestrator.batches.repository import BatchRepository
-from orchestrator.batches.service import compensation_spec
 from orchestrator.engine import Engine
 from orchestrator.events import EventPublisher
 from orchestrator.state.repository import SnapshotRepository
@@ -24,6 +23,7 @@ from provisioning_common.mongo import Document
 from provisioning_common.timeutil import utcnow
 
 from . import model
+from .compensation import compensation_spec
 from .repository import RollbackRepository
 
 _STATE_FIELDS_DROPPED = ("snapshot_state",)
@@ -74,6 +74,22 @@ async def get_checkpoint(ctx: RollbackContext, checkpoint_id: str) -> Document:
     if doc is None:
         raise NotFound(f"Checkpoint {checkpoint_id} not found")
     return doc
+
+
+async def list_checkpoints(
+    ctx: RollbackContext, offset: int, limit: int
+) -> tuple[list[dict[str, Any]], int]:
+    """A page of checkpoints as listed, newest first, and the total."""
+    docs, total = await ctx.repo.list_checkpoints(offset, limit)
+    return [model.checkpoint_view(d) for d in docs], total
+
+
+async def list_ledger(
+    ctx: RollbackContext, offset: int, limit: int
+) -> tuple[list[dict[str, Any]], int]:
+    """A page of the ledger as listed, newest first, and the total."""
+    docs, total = await ctx.repo.list_ledger(offset, limit)
+    return [model.ledger_view(d) for d in docs], total
 
 
 # --- rollback -------------------------------------------------------------------

@@ -5,12 +5,12 @@ from __future__ import annotations
 from aiohttp import web
 
 from orchestrator.auth import authorize
+from orchestrator.deps import container_of
 from orchestrator.engine.index import owner_of
 from provisioning_common.envelope import ok
 from provisioning_common.openapi import api_doc
 
 from . import service
-from .keys import STATE_CONTEXT
 from .schemas import HealthOut, MetricsOut, ProgressOut, SnapshotOut, StatisticsOut
 
 routes = web.RouteTableDef()
@@ -21,7 +21,7 @@ async def _authorize_workflow(request: web.Request) -> None:
     ``tasks:<id>``, with its owner): "own only" policies hold here too."""
     await authorize(request, "read", "state:*")
     workflow_id = request.match_info["id"]
-    ctx = request.app[STATE_CONTEXT]
+    ctx = container_of(request).state
     batch = await ctx.batches.get(workflow_id)
     if batch is not None:
         owner = str(batch.get("created_by") or "")
@@ -36,7 +36,7 @@ async def _authorize_workflow(request: web.Request) -> None:
 @api_doc(summary="Progress of a workflow (task or batch)", tags=["state"], response=ProgressOut)
 async def workflow_progress(request: web.Request) -> web.Response:
     await _authorize_workflow(request)
-    return ok(await service.progress(request.app[STATE_CONTEXT], request.match_info["id"]))
+    return ok(await service.progress(container_of(request).state, request.match_info["id"]))
 
 
 @routes.get("/state/workflows/{id}/snapshots")
@@ -48,14 +48,14 @@ async def workflow_progress(request: web.Request) -> web.Response:
 )
 async def workflow_snapshots(request: web.Request) -> web.Response:
     await _authorize_workflow(request)
-    return ok(await service.snapshots(request.app[STATE_CONTEXT], request.match_info["id"]))
+    return ok(await service.snapshots(container_of(request).state, request.match_info["id"]))
 
 
 @routes.get("/state/system/metrics")
 @api_doc(summary="Workflow counts and host load", tags=["state"], response=MetricsOut)
 async def system_metrics(request: web.Request) -> web.Response:
     await authorize(request, "read", "state:*")
-    return ok(await service.system_metrics(request.app[STATE_CONTEXT]))
+    return ok(await service.system_metrics(container_of(request).state))
 
 
 @routes.get("/state/system/health")
@@ -66,11 +66,11 @@ async def system_metrics(request: web.Request) -> web.Response:
 )
 async def system_health(request: web.Request) -> web.Response:
     await authorize(request, "read", "state:*")
-    return ok(await service.health(request.app[STATE_CONTEXT]))
+    return ok(await service.health(container_of(request).state))
 
 
 @routes.get("/state/statistics")
 @api_doc(summary="State manager statistics", tags=["state"], response=StatisticsOut)
 async def statistics(request: web.Request) -> web.Response:
     await authorize(request, "read", "state:*")
-    return ok(await service.statistics(request.app[STATE_CONTEXT]))
+    return ok(await service.statistics(container_of(request).state))

@@ -14,7 +14,7 @@ from provisioning_common.pagination import paginated, parse_listing
 
 from ..audit import record_action
 from ..auth import authorize
-from .keys import ENGINE
+from ..deps import container_of
 from .schemas import AttemptView, TaskQuery, TaskView, attempt_view, task_view
 
 routes = web.RouteTableDef()
@@ -45,7 +45,7 @@ async def _task_id(request: web.Request, action: str) -> str:
 async def list_tasks(request: web.Request) -> web.Response:
     await authorize(request, "read", "tasks:*")
     page, query = parse_listing(request, TaskQuery())
-    store = request.app[ENGINE].store
+    store = container_of(request).engine.store
     items = await store.list_tasks(status=query.get("status"), limit=page.limit, offset=page.offset)
     total = await store.count(status=query.get("status"))
     return paginated(request, [task_view(d) for d in items], total, page)
@@ -55,7 +55,7 @@ async def list_tasks(request: web.Request) -> web.Response:
 @api_doc(summary="Get a task", tags=["tasks"], response=TaskView)
 async def get_task(request: web.Request) -> web.Response:
     task_id = await _task_id(request, "read")
-    store = request.app[ENGINE].store
+    store = container_of(request).engine.store
     doc, output = await asyncio.gather(store.get(task_id), store.get_output(task_id))
     if doc is None:
         raise NotFound("Task not found")
@@ -72,7 +72,7 @@ async def get_task(request: web.Request) -> web.Response:
 )
 async def get_attempts(request: web.Request) -> web.Response:
     task_id = await _task_id(request, "read")
-    store = request.app[ENGINE].store
+    store = container_of(request).engine.store
     if await store.get(task_id) is None:
         raise NotFound("Task not found")
     return ok([attempt_view(d) for d in await store.attempts(task_id)])
@@ -86,7 +86,7 @@ async def get_attempts(request: web.Request) -> web.Response:
 )
 async def cancel_task(request: web.Request) -> web.Response:
     task_id = await _task_id(request, "cancel")
-    result = await request.app[ENGINE].cancel(task_id, reason="Cancelled by user")
+    result = await container_of(request).engine.cancel(task_id, reason="Cancelled by user")
     if result == "not_found":
         raise NotFound("Task not found")
     if result == "final":

@@ -11,7 +11,7 @@ from provisioning_common.pagination import paginated, parse_listing
 
 from ..audit import record_audit
 from ..auth import authorize
-from .keys import WEBHOOKS
+from ..deps import container_of
 from .schemas import DeliveryQuery, DeliveryView, delivery_query, delivery_view
 
 routes = web.RouteTableDef()
@@ -30,7 +30,7 @@ _MAX_ID = 200
 async def list_deliveries(request: web.Request) -> web.Response:
     await authorize(request, "read", "webhooks:*")
     page, params = parse_listing(request, DeliveryQuery())
-    outbox = request.app[WEBHOOKS].outbox
+    outbox = container_of(request).webhooks.outbox
     docs, total = await outbox.find_items(
         delivery_query(params), limit=page.limit, offset=page.offset
     )
@@ -44,7 +44,7 @@ async def list_deliveries(request: web.Request) -> web.Response:
 async def get_delivery(request: web.Request) -> web.Response:
     await authorize(request, "read", "webhooks:*")
     delivery_id = request.match_info["id"]
-    outbox = request.app[WEBHOOKS].outbox
+    outbox = container_of(request).webhooks.outbox
     doc = await outbox.get(delivery_id) if len(delivery_id) <= _MAX_ID else None
     if doc is None:
         raise NotFound("Delivery not found")
@@ -62,7 +62,7 @@ async def get_delivery(request: web.Request) -> web.Response:
 async def redeliver(request: web.Request) -> web.Response:
     await authorize(request, "redeliver", "webhooks:*")
     delivery_id = request.match_info["id"]
-    outbox = request.app[WEBHOOKS].outbox
+    outbox = container_of(request).webhooks.outbox
     doc = await outbox.get(delivery_id) if len(delivery_id) <= _MAX_ID else None
     if doc is None:
         raise NotFound("Delivery not found")

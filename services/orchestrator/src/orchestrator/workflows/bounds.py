@@ -12,8 +12,8 @@ from aiohttp import web
 from provisioning_common.config import EnvReader
 from provisioning_common.errors import TooManyRequests
 
+from ..deps import container_of
 from ..engine import TaskSpec
-from ..tasks import ENGINE
 
 
 @dataclass(frozen=True)
@@ -21,16 +21,10 @@ class Bounds:
     max_pending_per_user: int = 5000
 
     @classmethod
-    def from_env(cls, env: EnvReader | None = None) -> Bounds:
-        reader = env or EnvReader()
+    def from_env(cls, env: EnvReader) -> Bounds:
         return cls(
-            max_pending_per_user=reader.int(
-                "MAX_PENDING_TASKS_PER_USER", 5000, low=1, high=10_000_000
-            )
+            max_pending_per_user=env.int("MAX_PENDING_TASKS_PER_USER", 5000, low=1, high=10_000_000)
         )
-
-
-BOUNDS = web.AppKey("workflow_bounds", Bounds)
 
 
 def owned(spec: TaskSpec, owner: str) -> TaskSpec:
@@ -42,8 +36,9 @@ async def check_pending(request: web.Request, owner: str, adding: int) -> None:
     """429 when ``adding`` more tasks would take ``owner`` past the per-user bound.
     Checked before anything is created; concurrent submissions of one user may
     overshoot by what they add at once (bounded by the batch size and rate limit)."""
-    limit = request.app[BOUNDS].max_pending_per_user
-    pending = await request.app[ENGINE].store.index.unfinished_of(owner)
+    container = container_of(request)
+    limit = container.settings.bounds.max_pending_per_user
+    pending = await container.engine.store.index.unfinished_of(owner)
     if pending + adding > limit:
         raise TooManyRequests(
             30,

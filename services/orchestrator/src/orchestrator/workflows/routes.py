@@ -15,10 +15,9 @@ from provisioning_common.validation import load_body
 from ..audit import record_action
 from ..auth import PRINCIPAL, authorize
 from ..auth.resources import command_action, command_resource
+from ..deps import container_of
 from ..engine import TaskSpec
-from ..tasks import ENGINE
 from .bounds import check_pending, owned
-from .keys import IDEMPOTENCY
 from .model import cluster_spec, servers_spec, taskserv_spec
 from .schemas import ClusterCreate, ServersCreate, TaskservCreate
 from .service import check_key, submit
@@ -40,8 +39,8 @@ async def _submit(
     principal = await authorize(request, verb, resource, owner=principal.sub if principal else None)
     await check_pending(request, principal.sub, 1)
     task_id = await submit(
-        request.app[ENGINE],
-        request.app[IDEMPOTENCY],
+        container_of(request).engine,
+        container_of(request).idempotency,
         owned(spec, principal.sub),
         path=request.path,
         body=body,

@@ -1,0 +1,16 @@
+"""Wires the events feature: ``GET /ws`` (the publisher and hub live in the container)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from .ws import routes
+
+if TYPE_CHECKING:
+    from ..container import Container
+
+
+def setup(app: web.Application, container: Container) -> None:
+    app.router.add_routes(routes)
