@@ -91,14 +91,22 @@ def ensure_group(name: str) -> None:
     stamp.touch()
 
 
-def _apt_install(package: str) -> None:
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        raise SystemExit(f"{package} is missing and cannot be installed here: install it first")
-    log(f"installing Debian package {package}")
+def _can_apt() -> bool:
+    return os.geteuid() == 0 and shutil.which("apt-get") is not None
+
+
+def _apt_install(*packages: str) -> None:
+    names = " ".join(packages)
+    if not _can_apt():
+        raise SystemExit(f"{names} is missing and cannot be installed here: install it first")
+    log(f"installing Debian package(s) {names}")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
     subprocess.run(
-        ["apt-get", "install", "-y", "-qq", package], check=True, env=env, stdout=subprocess.DEVNULL
+        ["apt-get", "install", "-y", "-qq", *packages],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
     )
 
 
@@ -108,6 +116,103 @@ def ensure_redis() -> str:
         _apt_install("redis-server")
         path = shutil.which("redis-server") or "/usr/bin/redis-server"
     return path
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def ensure_node() -> tuple[str, str] | None:
+    """``(node, npm)`` paths; Debian's ``nodejs``/``npm`` installed when missing. None
+    (the console is not built) when they cannot be installed here, outside CI."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node and npm:
+        return node, npm
+    if not _can_apt():
+        if _in_ci():
+            raise SystemExit("node and npm are missing and cannot be installed here")
+        log("node/npm missing and not installable here: the console is not built")
+        return None
+    _apt_install(*[pkg for pkg, have in (("nodejs", node), ("npm", npm)) if not have])
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if not (node and npm):
+        raise SystemExit("node/npm still missing after installing Debian's nodejs and npm")
+    return node, npm
+
+
+CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
+
+
+def chromium_binary() -> str | None:
+    given = os.environ.get("CHROMIUM_PATH")
+    if given and Path(given).exists():
+        return given
+    for candidate in CHROMIUM_CANDIDATES:
+        if Path(candidate).exists():
+            return candidate
+    return shutil.which("chromium")
+
+
+def ensure_chromium() -> str | None:
+    """Debian's Chromium for the browser tests (Playwright's own download is not used)."""
+    found = chromium_binary()
+    if found:
+        return found
+    if not _can_apt():
+        if _in_ci():
+            raise SystemExit("chromium is missing and cannot be installed here")
+        log("chromium missing and not installable here: the browser tests will skip")
+        return None
+    _apt_install("chromium", "chromium-driver")
+    return chromium_binary()
+
+
+CONSOLE = ROOT / "console"
+CONSOLE_INPUTS = (
+    "package.json",
+    "package-lock.json",
+    "tsconfig.json",
+    "vite.config.ts",
+    "index.html",
+)
+
+
+def _console_digest(names: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(names):
+        digest.update(str(path.relative_to(CONSOLE)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def build_console() -> Path | None:
+    """``npm ci`` (when the lockfile changed) and ``npm run build`` (when any input
+    changed) into ``console/dist``; each step skipped while its stamp matches."""
+    tools = ensure_node()
+    if tools is None:
+        return None
+    _, npm = tools
+    dist = CONSOLE / "dist"
+    lock_hash = _console_digest([CONSOLE / "package.json", CONSOLE / "package-lock.json"])
+    lock_stamp = CONSOLE / "node_modules" / ".provisioning-lock"
+    if not lock_stamp.exists() or lock_stamp.read_text() != lock_hash:
+        log("installing the console's npm packages (npm ci)")
+        subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], check=True, cwd=CONSOLE
+        )
+        lock_stamp.write_text(lock_hash)
+    inputs = [CONSOLE / name for name in CONSOLE_INPUTS]
+    inputs += [p for p in (CONSOLE / "src").rglob("*") if p.is_file()]
+    build_hash = _console_digest(inputs)
+    build_stamp = dist / ".provisioning-build"
+    built = (dist / "index.html").exists() and build_stamp.exists()
+    if built and build_stamp.read_text() == build_hash:
+        return dist
+    log("building the console (npm run build)")
+    started = time.monotonic()
+    subprocess.run([npm, "run", "build", "--silent"], check=True, cwd=CONSOLE)
+    build_stamp.write_text(build_hash)
+    log(f"console built in {time.monotonic() - started:.1f}s")
+    return dist
 
 
 def ferretdb_binary() -> Path:
@@ -399,7 +504,12 @@ def cmd_setup(args: argparse.Namespace) -> None:
     ensure_redis()
     kind, path = ensure_mongo()
     kustomize = ensure_kustomize()  # renders deploy/k8s in the deploy tests
-    log(f"ready: redis-server, {kind} ({path}), kustomize ({kustomize}), {VENV}")
+    console = build_console()  # served by the orchestrator under /ui/
+    chromium = ensure_chromium()  # the browser tests (tests/browser)
+    log(
+        f"ready: redis-server, {kind} ({path}), kustomize ({kustomize}), "
+        f"console ({console or 'not built'}), chromium ({chromium or 'missing'}), {VENV}"
+    )
 
 
 def _wait_for_signal() -> None:
@@ -439,8 +549,16 @@ def cmd_run(args: argparse.Namespace) -> None:
         cc_port = int(os.environ.get("CONTROL_CENTER_PORT", "9080"))
         orch_port = int(os.environ.get("ORCHESTRATOR_PORT", "9090"))
         py = str(venv_python())
+        # The console (served by the orchestrator) calls the control center from the browser.
+        console_origins = f"http://localhost:{orch_port},http://127.0.0.1:{orch_port}"
         cc = subprocess.Popen(
-            [py, "-m", "control_center"], env={**base, "PORT": str(cc_port)}, start_new_session=True
+            [py, "-m", "control_center"],
+            env={
+                **base,
+                "PORT": str(cc_port),
+                "CORS_ORIGINS": os.environ.get("CORS_ORIGINS") or console_origins,
+            },
+            start_new_session=True,
         )
         stack.processes.append(cc)
         orch = subprocess.Popen(
@@ -450,12 +568,15 @@ def cmd_run(args: argparse.Namespace) -> None:
                 "PORT": str(orch_port),
                 "PROVISIONING_CLI": cli,
                 "CONTROL_CENTER_URL": f"http://127.0.0.1:{cc_port}",
+                "CONTROL_CENTER_PUBLIC_URL": os.environ.get("CONTROL_CENTER_PUBLIC_URL")
+                or f"http://localhost:{cc_port}",
             },
             start_new_session=True,
         )
         stack.processes.append(orch)
         print(
-            f"\n  control center  http://localhost:{cc_port}\n"
+            f"\n  console         http://localhost:{orch_port}/ui/\n"
+            f"  control center  http://localhost:{cc_port}\n"
             f"  orchestrator    http://localhost:{orch_port}\n"
             f"  admin user      admin / {password}\n"
             f"  MongoDB ({stack.mongo_kind}) {stack.mongodb_url}\n  Redis {stack.redis_url}\n"

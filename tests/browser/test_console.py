@@ -1,0 +1,414 @@
+"""The operator console in a real browser (Debian's Chromium through Playwright): the
+journeys of issue #15, each page screenshotted and scanned with axe-core. Synchronised
+on page state (Playwright's auto-waiting ``expect``), never on sleeps."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+
+import pyotp
+import requests
+from playwright.sync_api import expect
+
+from tests.e2e.conftest import Services
+from tests.support.contract import CONTRACT_BATCH
+from tests.support.control_center import ADMIN_PASSWORD, create_user
+
+from .conftest import Console
+
+T = 10
+LIVE = 30_000  # ms: how long a live update may take to show
+
+
+def _submit(services: Services, infra: str) -> str:
+    resp = requests.post(
+        f"{services.orch_url}/workflows/servers/create",
+        json={"infra": infra, "settings": "config.k", "check_mode": False, "wait": True},
+        headers=services.headers(),
+        timeout=T,
+    )
+    assert resp.status_code == 200, resp.text
+    return str(resp.json()["data"])
+
+
+# ------------------------------------------------------------------- serving
+
+
+def test_console_is_served_with_a_strict_csp(console_services: Services) -> None:
+    base = console_services.orch_url
+    moved = requests.get(f"{base}/ui", allow_redirects=False, timeout=T)
+    assert moved.status_code == 302
+    assert moved.headers["Location"] == "ui/"
+    index = requests.get(f"{base}/ui/", timeout=T)
+    assert index.status_code == 200
+    assert index.headers["Content-Type"].startswith("text/html")
+    csp = index.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp
+    assert "unsafe-inline" not in csp
+    assert "unsafe-eval" not in csp
+    assert console_services.cc_url in csp  # connect-src: the control center
+    assert "<script>" not in index.text  # the only script is a file
+    script = re.search(r'src="\./(assets/[^"]+\.js)"', index.text)
+    assert script, index.text
+    asset = requests.get(f"{base}/ui/{script.group(1)}", timeout=T)
+    assert asset.status_code == 200
+    assert asset.headers["Content-Type"].startswith("text/javascript")
+    assert "immutable" in asset.headers["Cache-Control"]
+    config = requests.get(f"{base}/ui/config.json", timeout=T).json()
+    assert config["control_center_url"] == console_services.cc_url
+    assert requests.get(f"{base}/ui/nope.js", timeout=T).status_code == 404
+    assert requests.get(f"{base}/ui/..%2f..%2fpyproject.toml", timeout=T).status_code == 404
+    assert requests.post(f"{base}/ui/", timeout=T).status_code == 405
+    spec = requests.get(f"{base}/openapi.json", timeout=T).json()
+    assert not [p for p in spec["paths"] if p.startswith("/ui")]
+    # CORS for the console's origin on the control center
+    preflight = requests.options(
+        f"{console_services.cc_url}/auth/login",
+        headers={"Origin": base, "Access-Control-Request-Method": "POST"},
+        timeout=T,
+    )
+    assert preflight.headers.get("Access-Control-Allow-Origin") == base
+
+
+# ------------------------------------------------------------------ journeys
+
+
+def test_sign_in_with_mfa_enrolment(console: Console) -> None:
+    services = console.services
+    name, password = f"op-{uuid.uuid4().hex[:8]}", "Operator-Passw0rd-1"
+    create_user(services.cc_url, services.admin_token, name, ["operator"], password)
+    page = console.page
+    page.goto(console.url)
+    expect(page.get_by_role("form", name="Sign in")).to_be_visible()
+    console.check("sign-in")
+
+    console.sign_in(name, password)
+    expect(page.get_by_role("heading", name="Set up two-factor authentication")).to_be_visible()
+    page.get_by_role("button", name="Show QR code").click()
+    expect(page.get_by_role("img", name="QR code of the authenticator secret")).to_be_visible()
+    secret = page.get_by_test_id("mfa-secret").inner_text()
+    console.check("mfa-enrolment")
+    totp = pyotp.TOTP(secret)
+    now = time.time()
+    page.get_by_label("Code from the app").fill(totp.at(now))
+    page.get_by_role("button", name="Turn on two-factor authentication").click()
+    expect(page.get_by_role("heading", name="Tasks", exact=True)).to_be_visible()
+
+    page.get_by_role("button", name="Sign out").click()
+    console.sign_in(name, password)  # no code: the API's message is shown
+    expect(page.get_by_role("alert")).to_contain_text("MFA")
+    console.check("sign-in-mfa-required")
+    page.get_by_label("Authentication code").fill(totp.at(now + 30))  # the next step
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="Tasks", exact=True)).to_be_visible()
+    expect(page.get_by_text(f"{name} (operator)")).to_be_visible()
+
+
+def test_submit_a_server_workflow_and_watch_it_complete(console: Console) -> None:
+    page = console.page
+    console.sign_in_admin()
+    console.goto("/submit")
+    form = page.get_by_role("form", name="Workflow")
+    expect(form).to_be_visible()
+    form.get_by_label("Infrastructure").fill("web-sleep3")
+    console.check("submit")
+    form.get_by_role("button", name="Submit").click()
+
+    status = page.get_by_test_id("task-status")
+    expect(status).to_have_text("Running", timeout=LIVE)  # pushed by /ws
+    expect(page.get_by_text("Live", exact=True)).to_be_visible()
+    expect(status).to_have_text("Completed", timeout=LIVE)
+    expect(page.get_by_test_id("task-output")).not_to_have_text("No output yet.")
+    console.check("task")
+
+    task_id = page.url.split("#/tasks/")[1]
+    console.goto("/tasks")
+    row = page.locator(f'tr[data-task-id="{task_id}"]')
+    expect(row).to_contain_text("web-sleep3")
+    expect(row).to_contain_text("Completed")
+    console.check("tasks")
+
+
+def test_task_list_updates_live_and_filters(console: Console) -> None:
+    page = console.page
+    console.sign_in_admin()
+    page.get_by_label("Status").select_option("Running")
+    table = page.get_by_test_id("tasks-table")
+    expect(table).to_have_attribute("data-status", "Running")
+    expect(table).to_have_attribute("aria-busy", "false")  # loaded: what follows is live
+    task_id = _submit(console.services, "live-sleep2")  # created outside the page
+    row = page.locator(f'tr[data-task-id="{task_id}"]')
+    expect(row).to_contain_text("Running", timeout=LIVE)
+    expect(row).to_have_count(0, timeout=LIVE)  # Completed: leaves the Running filter
+    page.get_by_label("Status").select_option("Completed")
+    expect(row).to_contain_text("Completed")
+
+
+def test_contract_batch_plan_and_dag(console: Console) -> None:
+    page = console.page
+    console.sign_in_admin()
+    console.goto("/batches")
+    form = page.get_by_role("form", name="New batch")
+    form.get_by_role("button", name="Use the contract example").click()
+    assert (
+        '"multi_cloud_deployment"' in form.get_by_label(re.compile("Batch document")).input_value()
+    )
+    form.get_by_role("button", name="Validate and plan").click()
+    plan = page.get_by_test_id("batch-plan")
+    expect(plan).to_contain_text("5 tasks in 2 waves")
+    console.check("batch-plan")
+    plan.get_by_role("button", name="Execute batch").click()
+
+    expect(page.get_by_role("img", name=re.compile("Dependency graph"))).to_be_visible()
+    ops = page.get_by_test_id("batch-operations")
+    expect(ops.locator('tr[data-operation-id="upcloud_servers"]')).to_contain_text(
+        "Completed", timeout=LIVE
+    )
+    expect(ops.locator('tr[data-operation-id="aws_taskservs"]')).to_contain_text(
+        "Completed", timeout=LIVE
+    )
+    expect(page.get_by_test_id("batch-status")).to_have_text("Completed", timeout=LIVE)
+    console.check("batch-dag", readme="console-batch-dag.png")
+    console.goto("/tasks")
+    expect(page.locator("tr[data-task-id]").filter(has_text="aws_taskservs").first).to_be_visible()
+    console.check("tasks-after-batch", readme="console-tasks.png")
+
+
+def test_invalid_batch_shows_the_api_errors(console: Console) -> None:
+    page = console.page
+    console.sign_in_admin()
+    console.goto("/batches")
+    bad = {**CONTRACT_BATCH, "operations": [{**CONTRACT_BATCH["operations"][1]}]}
+    form = page.get_by_role("form", name="New batch")
+    form.get_by_label(re.compile("Batch document")).fill(json.dumps(bad))
+    form.get_by_role("button", name="Validate and plan").click()
+    expect(form.get_by_role("alert")).to_contain_text("upcloud_servers")
+
+
+def test_cancel_a_running_task(console: Console) -> None:
+    page = console.page
+    console.sign_in_admin()
+    task_id = _submit(console.services, "cancel-sleep60")
+    console.goto(f"/tasks/{task_id}")
+    status = page.get_by_test_id("task-status")
+    expect(status).to_have_text("Running", timeout=LIVE)
+    page.get_by_test_id("cancel-task").click()
+    dialog = page.get_by_role("dialog", name="Cancel this task?")
+    expect(dialog).to_be_visible()
+    console.check("task-cancel-confirmation")
+    dialog.get_by_role("button", name="Cancel task").click()
+    expect(status).to_have_text("Cancelled", timeout=LIVE)
+    expect(page.get_by_test_id("cancel-task")).to_be_disabled()
+
+
+def test_roll_back_from_a_checkpoint(console: Console) -> None:
+    page = console.page
+    services = console.services
+    console.sign_in_admin()
+    console.goto("/state")
+    expect(page.get_by_role("heading", name="System health")).to_be_visible()
+    name = f"before-{uuid.uuid4().hex[:6]}"
+    page.get_by_label("Checkpoint name").fill(name)
+    page.get_by_role("button", name="Create checkpoint").click()
+    expect(page.locator(f'tr[data-checkpoint="{name}"]')).to_be_visible()
+
+    batch = {
+        "name": "rollback_me",
+        "version": "1.0.0",
+        "storage_backend": "surrealdb",
+        "parallel_limit": 2,
+        "rollback_enabled": False,
+        "operations": [
+            {
+                "id": "servers",
+                "type": "server_batch",
+                "provider": "upcloud",
+                "dependencies": [],
+                "server_configs": [{"name": "rb-01", "plan": "1xCPU-2GB", "zone": "de-fra1"}],
+            }
+        ],
+    }
+    resp = requests.post(
+        f"{services.orch_url}/batch/execute", json=batch, headers=services.headers(), timeout=T
+    )
+    assert resp.status_code == 200, resp.text
+    console.goto(f"/batches/{resp.json()['data']['batch_id']}")
+    expect(page.get_by_test_id("batch-status")).to_have_text("Completed", timeout=LIVE)
+
+    console.goto("/state")
+    row = page.locator(f'tr[data-checkpoint="{name}"]')
+    row.get_by_role("button", name=f"Roll back to {name}").click()
+    dialog = page.get_by_role("dialog", name=f"Roll back to checkpoint {name}?")
+    undo = dialog.get_by_test_id("undo-list")
+    expect(undo.locator("li")).to_have_count(1)
+    expect(undo).to_contain_text("rb-01")
+    console.check("rollback-confirmation")
+    dialog.get_by_role("button", name="Roll back").click()
+    expect(page.get_by_test_id("rollback-result")).to_contain_text("1 operations undone")
+    undone = page.get_by_test_id("ledger").locator("tr").filter(has_text="rb-01")
+    expect(undone.locator("td").last).to_have_text("Yes")
+    console.check("state")
+
+
+def test_admin_pages_and_audit_filter(console: Console) -> None:
+    page = console.page
+    console.sign_in_admin()
+    nav = page.get_by_role("navigation", name="Main")
+    nav.get_by_role("link", name="Users").click()
+    expect(page.get_by_test_id("users")).to_contain_text("admin")
+    console.check("users")
+
+    nav.get_by_role("link", name="Policies").click()
+    panel = page.get_by_role("form", name="Try a policy decision")
+    panel.get_by_label("Action").fill("create")
+    panel.get_by_label("Resource").fill("servers:production")
+    panel.get_by_label("With roles (comma-separated, optional)").fill("viewer")
+    panel.get_by_role("button", name="Evaluate").click()
+    expect(page.get_by_test_id("decision")).to_contain_text("Denied")
+    console.check("policies")
+
+    nav.get_by_role("link", name="Audit log").click()
+    filters = page.get_by_role("form", name="Audit filters")
+    filters.get_by_label("Action").fill("auth.login")
+    filters.get_by_role("button", name="Filter").click()
+    expect(page.get_by_test_id("audit-caption")).to_have_text("Entries with action auth.login")
+    rows = page.get_by_test_id("audit").locator("tbody tr")
+    expect(rows.first).to_contain_text("auth.login")
+    for action in rows.locator("td:nth-child(3)").all_inner_texts():
+        assert action == "auth.login"
+    console.check("audit")
+
+
+def test_an_operator_is_refused_the_admin_pages(console: Console) -> None:
+    services = console.services
+    name, password = f"op-{uuid.uuid4().hex[:8]}", "Operator-Passw0rd-2"
+    create_user(services.cc_url, services.admin_token, name, ["operator"], password)
+    page = console.page
+    console.sign_in(name, password)
+    page.get_by_role("link", name="Not now").click()
+    nav = page.get_by_role("navigation", name="Main")
+    expect(nav.get_by_role("link", name="Tasks")).to_be_visible()
+    expect(nav.get_by_role("link", name="Users")).to_have_count(0)
+    expect(nav.get_by_role("link", name="Audit log")).to_have_count(0)
+    console.goto("/admin/users")
+    expect(page.get_by_role("heading", name="Not allowed")).to_be_visible()
+    expect(page.get_by_role("alert")).to_contain_text("do not allow")
+    console.check("admin-refused")
+
+
+def test_session_refreshes_quietly_and_ends_on_revocation(console: Console) -> None:
+    services = console.services
+    name, password = f"op-{uuid.uuid4().hex[:8]}", "Operator-Passw0rd-3"
+    user = create_user(services.cc_url, services.admin_token, name, ["operator"], password)
+    page = console.page
+    page.clock.install()  # the console's timers, fast-forwarded below
+    console.sign_in(name, password)
+    page.get_by_role("link", name="Not now").click()
+    expect(page.get_by_role("heading", name="Tasks", exact=True)).to_be_visible()
+    with page.expect_response(lambda r: r.url.endswith("/auth/refresh")) as refreshed:
+        page.clock.fast_forward("50:00")  # access tokens live an hour: renewed before
+    assert refreshed.value.ok
+    console.goto("/state")
+    expect(page.get_by_role("heading", name="System health")).to_be_visible()
+    expect(page.get_by_text("Overall Status")).to_be_visible()  # with the new token
+
+    resp = requests.put(
+        f"{services.cc_url}/users/{user['id']}",
+        json={"enabled": False},
+        headers=services.headers(),
+        timeout=T,
+    )
+    assert resp.status_code == 200, resp.text
+    # /ws closes on the revocation, the refresh is refused: back to the sign-in form
+    # at once, without any action in the page.
+    expect(page.get_by_role("form", name="Sign in")).to_be_visible(timeout=LIVE)
+
+
+def test_a_thousand_tasks_render_virtualised(console: Console) -> None:
+    page = console.page
+    rows = [
+        {
+            "id": f"00000000-0000-4000-8000-{i:012d}",
+            "name": f"task-{i:04d}",
+            "command": "/usr/local/provisioning",
+            "args": ["servers", "create", "--infra", f"infra-{i}"],
+            "dependencies": [],
+            "status": "Completed",
+            "created_at": "2026-01-01T00:00:00Z",
+            "started_at": None,
+            "completed_at": None,
+            "output": None,
+            "error": None,
+            "progress": 100.0,
+            "attempts": 1,
+        }
+        for i in range(1000)
+    ]
+    body = json.dumps({"success": True, "data": rows})
+    page.route(
+        re.compile(r"/tasks\?.*limit=1000"),
+        lambda route: route.fulfill(
+            status=200,
+            headers={"Content-Type": "application/json", "X-Total-Count": "1000"},
+            body=body,
+        ),
+    )
+    console.sign_in_admin()
+    page.get_by_label("Per page").select_option("1000")
+    expect(page.get_by_text("1\N{EN DASH}1000 of 1000")).to_be_visible()
+    rendered = page.locator("tr[data-task-id]")
+    assert 0 < rendered.count() < 100  # a window of rows, not a thousand
+    region = page.get_by_role("region", name="Task list")
+    region.evaluate("el => { el.scrollTop = el.scrollHeight; }")
+    expect(page.get_by_role("link", name="task-0999")).to_be_visible()
+    assert rendered.count() < 100
+    console.check("tasks-1000")
+
+
+def _tab_to(console: Console, text: str, limit: int = 40) -> None:
+    """Press Tab until the focused element's text (or name/label) is ``text``."""
+    page = console.page
+    for _ in range(limit):
+        page.keyboard.press("Tab")
+        focused = page.evaluate(
+            """() => { const e = document.activeElement;
+                       return e ? (e.getAttribute('aria-label') || e.textContent || '').trim()
+                                  + '|' + (e.getAttribute('name') || '') : ''; }"""
+        )
+        label, _, name = focused.partition("|")
+        if text in (label, name):
+            return
+    raise AssertionError(f"no focusable element {text!r} within {limit} tabs")
+
+
+def test_keyboard_only(console: Console) -> None:
+    page = console.page
+    task_id = _submit(console.services, "keys-sleep60")
+    page.goto(console.url)
+    expect(page.get_by_role("form", name="Sign in")).to_be_visible()
+    _tab_to(console, "username")
+    page.keyboard.type("admin")
+    _tab_to(console, "password")
+    page.keyboard.type(ADMIN_PASSWORD)
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name="Set up two-factor authentication")).to_be_visible()
+    _tab_to(console, "Not now")
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name="Tasks", exact=True)).to_be_visible()
+    console.goto(f"/tasks/{task_id}")
+    expect(page.get_by_test_id("task-status")).to_have_text("Running", timeout=LIVE)
+    _tab_to(console, "Cancel task")
+    page.keyboard.press("Enter")
+    dialog = page.get_by_role("dialog", name="Cancel this task?")
+    expect(dialog).to_be_visible()
+    page.keyboard.press("Escape")  # asks first: Escape keeps the task running
+    expect(dialog).to_be_hidden()
+    expect(page.get_by_test_id("task-status")).to_have_text("Running")
+    page.keyboard.press("Enter")  # focus is back on the button
+    expect(dialog).to_be_visible()
+    _tab_to(console, "Cancel task")  # the dialog's confirm button (focus stays inside)
+    page.keyboard.press("Enter")
+    expect(page.get_by_test_id("task-status")).to_have_text("Cancelled", timeout=LIVE)
