@@ -560,7 +560,9 @@ def _orchestrator(stack_env: dict[str, str], cc_url: str, tag: str) -> Iterator[
 
 def _seed(stack_env: dict[str, str], database: str, n: int) -> dict[str, int]:
     async def run() -> dict[str, int]:
-        client = open_client(stack_env["MONGODB_URL"], timeout_ms=120000)
+        client = open_client(
+            stack_env["MONGODB_URL"], timeout_ms=120000, operation_timeout_ms=300_000
+        )
         redis_client = open_redis(stack_env["REDIS_URL"], timeout=60)
         try:
             return await seed_history(

@@ -94,7 +94,7 @@ def _list_p50(url: str, headers: dict[str, str], rounds: int = 40) -> float:
 
 
 async def _fill(mongodb_url: str, database: str, upto: int) -> None:
-    client = open_client(mongodb_url, timeout_ms=60000)
+    client = open_client(mongodb_url, timeout_ms=60000, operation_timeout_ms=120_000)
     try:
         tasks = client[database]["tasks"]
         have = await tasks.estimated_document_count()

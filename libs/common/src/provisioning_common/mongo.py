@@ -27,10 +27,14 @@ def open_client(
     url: str,
     *,
     timeout_ms: int = 5000,
+    operation_timeout_ms: int = 10_000,
     event_listeners: Sequence[CommandListener] = (),
 ) -> AsyncMongoClient[Document]:
     """A tz-aware client with bounded server selection, so an unreachable
-    database fails a request in seconds instead of hanging it.
+    database fails a request in seconds instead of hanging it, and a bounded wait for
+    each answer (``operation_timeout_ms``), so does a server that stops answering
+    (a stalled host, or FerretDB's pool locked up): the caller gets a timeout
+    (``exc.timeout``), which the API answers 503, instead of waiting forever.
 
     ``event_listeners`` see every command the client sends (tests record them to
     enforce the storage rule, ``docs/storage.md``)."""
@@ -39,6 +43,7 @@ def open_client(
         tz_aware=True,
         serverSelectionTimeoutMS=timeout_ms,
         connectTimeoutMS=timeout_ms,
+        socketTimeoutMS=operation_timeout_ms,
         uuidRepresentation="standard",
         event_listeners=list(event_listeners),
     )

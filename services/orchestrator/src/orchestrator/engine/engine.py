@@ -96,6 +96,7 @@ class Run:
     announced: asyncio.Task[None] | None = None  # the Running event, stored meanwhile
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     done: bool = False
+    exited: bool = False  # the process has ended (its slot is free)
 
     @property
     def task_id(self) -> str:
@@ -176,8 +177,27 @@ class Engine:
             self.store.enqueue([queue_entry(d) for d in new]),
             self._emit_statuses([(doc, PENDING) for doc in new]),
         )
+        self._start_now(new)
         self.wake()
         return [str(d["_id"]) for d in docs]
+
+    def _start_now(self, docs: Sequence[Document]) -> None:
+        """Start plain new tasks (no dependency, group or delay) at once while slots
+        are free, instead of after the next tick has read them back from the queue.
+        A ready task queued earlier would hold a slot already, so at most one queued
+        since the last tick (e.g. on another replica) can be passed over. The attempt
+        insert decides the claim, as on every path."""
+        if not self._loops or self._stopping:
+            return
+        local = {run.task_id for run in self.runs.values()} | set(self._starting)
+        for doc in docs:
+            if self._free() <= 0:
+                return
+            plain = not (
+                doc.get("dependencies") or doc.get("concurrency_key") or doc.get("not_before")
+            )
+            if plain and doc["_id"] not in local:
+                self._launch(doc, {})
 
     async def cancel(self, task_id: str, reason: str = "Cancelled by user") -> str:
         """``cancelled`` (decided now), ``requested`` (the owner will stop it),
@@ -208,6 +228,13 @@ class Engine:
         await self._check_index()
         if not self.settings.enabled:
             return
+        # The first sweep reads ``tasks`` in full (start-up work, never steady state);
+        # if the store is not ready yet, the maintenance loop does it on its next turn.
+        try:
+            await self._sweep_queue()
+            self._next_sweep = time.monotonic() + _QUEUE_SWEEP_SECONDS
+        except Exception as exc:
+            log.warning("start-up queue sweep failed (%s); retried shortly", type(exc).__name__)
         self._loops = [
             asyncio.create_task(self._scheduler(), name="engine-scheduler"),
             asyncio.create_task(self._maintenance(), name="engine-maintenance"),
@@ -265,7 +292,10 @@ class Engine:
             await asyncio.sleep(_MIN_TICK_SECONDS)
 
     def _free(self) -> int:
-        return self.settings.concurrency - len(self.runs) - len(self._starting)
+        # A slot is a process: a run whose process has exited frees it while its end
+        # is still being recorded.
+        running = sum(1 for run in self.runs.values() if not run.exited)
+        return self.settings.concurrency - running - len(self._starting)
 
     def _takeover_interval(self) -> float:
         # An expired lease is looked for a few times per lease, not on every tick.
@@ -740,6 +770,8 @@ class Engine:
                 on_output=on_output,
                 on_progress=on_progress,
             )
+            run.exited = True
+            self._wake.set()
             if run.announced is not None:
                 await run.announced
             await self._flush_events(run)

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+import pymongo
 from pymongo import ASCENDING, DeleteOne
 from pymongo.asynchronous.database import AsyncDatabase
 from redis.asyncio import Redis
@@ -71,6 +72,7 @@ def output_summary(output: str | None) -> str | None:
     return output[-OUTPUT_SUMMARY_CHARS:]
 
 
+_FULL_SCAN_SECONDS = 300.0
 # How long Redis keeps its copy of a cancel request: longer than any task runs.
 _CANCEL_COPY_SECONDS = 7 * 24 * 3600
 
@@ -182,10 +184,13 @@ class TaskStore:
     async def unfinished_tasks_scan(self) -> list[Document]:
         """Pending/Running tasks by a full read of ``tasks``: once per replica start, for
         a task whose creator died while the index could not be written."""
-        cursor = self.tasks.find(
-            {"status": {"$in": [PENDING, RUNNING]}}, {k: 1 for k in _QUEUE_FIELDS}
-        )
-        return [d async for d in cursor]
+        # On FerretDB this reads the whole history before its first answer: longer than
+        # the client's per-operation bound is fine here, once, off the hot path.
+        with pymongo.timeout(_FULL_SCAN_SECONDS):
+            cursor = self.tasks.find(
+                {"status": {"$in": [PENDING, RUNNING]}}, {k: 1 for k in _QUEUE_FIELDS}
+            )
+            return [d async for d in cursor]
 
     async def queued_ids(self) -> set[str]:
         return {d["_id"] async for d in self.queue.find({}, {"_id": 1})}

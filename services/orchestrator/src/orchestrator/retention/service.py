@@ -30,6 +30,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
+import pymongo
+
 from provisioning_common.mongo import Document
 from provisioning_common.timeutil import utcnow
 
@@ -39,6 +41,7 @@ from .repository import RetentionRepository
 from .settings import RetentionSettings
 
 log = logging.getLogger(__name__)
+_PASS_SECONDS = 600.0  # bound of one whole pass's MongoDB calls
 
 # A pass gives up after keeping this many pages of old tasks that cannot go yet.
 KEPT_PAGES = 10
@@ -105,7 +108,10 @@ class RetentionSweeper:
             return None
         result = PassResult(run_id=run_id, cutoff=now - self.settings.window)
         try:
-            await self._pass(result)
+            # A pass deletes history by range (a full read on FerretDB): longer than the
+            # client's per-operation bound is fine here, off the hot path.
+            with pymongo.timeout(_PASS_SECONDS):
+                await self._pass(result)
         finally:
             await self.repo.finish_run(
                 run_id,
