@@ -95,10 +95,16 @@ async def test_webhooks_through_the_orchestrator(
                 timeout=10,
             )
 
-        listing = await asyncio.to_thread(api, "GET", "/webhooks/deliveries")
-        assert listing.status_code == 200, listing.text
+        # The receiver has the events before the orchestrator has read its 200 and
+        # recorded the deliveries as succeeded: wait for that record.
+        for _ in range(100):
+            listing = await asyncio.to_thread(api, "GET", "/webhooks/deliveries")
+            assert listing.status_code == 200, listing.text
+            items = listing.json()["data"]
+            if {i["status"] for i in items} == {"succeeded"}:
+                break
+            await asyncio.sleep(0.1)
         assert listing.headers["X-Total-Count"] == "2"
-        items = listing.json()["data"]
         assert {i["status"] for i in items} == {"succeeded"}
         assert all(len(i["attempt_log"]) == 1 for i in items)
         assert "secret" not in listing.text
