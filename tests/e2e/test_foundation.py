@@ -130,12 +130,17 @@ def test_make_run_serves_and_stops_without_orphans(tmp_path: Path) -> None:
                     pass
             time.sleep(0.2)
         assert healthy == {cc_port, orch_port}
+        # The operator console, built by the setup, is served with its CSP.
+        console = requests.get(f"http://127.0.0.1:{orch_port}/ui/", timeout=5)
+        assert console.status_code == 200, console.text[:500]
+        assert "script-src 'self'" in console.headers["Content-Security-Policy"]
         descendants = _children_of(proc.pid)
         assert len(descendants) >= 4  # redis, database, two services
     finally:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out.decode(errors="replace")[-2000:]
+    assert f"http://localhost:{orch_port}/ui/" in out.decode(errors="replace")  # its URL
     time.sleep(0.5)
     alive = [pid for pid in descendants if Path(f"/proc/{pid}").exists()]
     assert alive == [], f"left behind: {alive}"
