@@ -143,6 +143,7 @@ class Engine:
         self._full_keys: set[str] = set()  # concurrency groups found full this tick
         self._next_takeover_check = 0.0
         self._next_full_takeover_check = 0.0
+        self._caught_up = False  # see _tick
         self._next_sweep = 0.0
         self._next_index_check = 0.0
         self._swept = False  # the first queue sweep reads ``tasks`` in full, once
@@ -184,10 +185,11 @@ class Engine:
     def _start_now(self, docs: Sequence[Document]) -> None:
         """Start plain new tasks (no dependency, group or delay) at once while slots
         are free, instead of after the next tick has read them back from the queue.
-        A ready task queued earlier would hold a slot already, so at most one queued
-        since the last tick (e.g. on another replica) can be passed over. The attempt
-        insert decides the claim, as on every path."""
-        if not self._loops or self._stopping:
+        Only while the last tick left slots free (it started every expired lease and
+        ready task it saw), so older work is not passed over, except what was queued
+        since (e.g. on another replica). The attempt insert decides the claim, as on
+        every path."""
+        if not self._loops or self._stopping or not self._caught_up:
             return
         local = {run.task_id for run in self.runs.values()} | set(self._starting)
         for doc in docs:
@@ -311,6 +313,15 @@ class Engine:
                 raise
 
     async def _tick(self) -> None:
+        try:
+            await self._tick_once()
+        finally:
+            # Slots left free after a tick mean it started whatever it could (expired
+            # leases first, then the queue in order): only then may new tasks start
+            # straight from their submission (``_start_now``) without passing over older work.
+            self._caught_up = self._free() > 0
+
+    async def _tick_once(self) -> None:
         if self._free() <= 0:
             await self._flush_dequeues()
             return
