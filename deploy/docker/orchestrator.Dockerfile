@@ -6,6 +6,8 @@
 # The base is pinned to a patch release; pin its digest too in your registry mirror
 # (python:3.11.14-slim-bookworm@sha256:...) for byte-for-byte rebuilds.
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
+# Builds the operator console only; nothing of Node.js reaches the runtime image.
+ARG NODE_IMAGE=node:20.19.0-bookworm-slim
 
 # ---------------------------------------------------------------- build
 FROM ${PYTHON_IMAGE} AS build
@@ -19,6 +21,15 @@ COPY services/orchestrator /src/services/orchestrator
 # Non-editable install; pip byte-compiles, so the read-only runtime never writes .pyc files.
 RUN /opt/venv/bin/pip install /src/libs/common /src/services/orchestrator \
  && /opt/venv/bin/pip uninstall -y pip
+
+# -------------------------------------------------------------- console
+# The operator console (served under /ui/), built from its lockfile.
+FROM ${NODE_IMAGE} AS console
+WORKDIR /console
+COPY console/package.json console/package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY console/ ./
+RUN npm run build
 
 # -------------------------------------------------------------- runtime
 FROM ${PYTHON_IMAGE} AS runtime
@@ -34,6 +45,7 @@ RUN apt-get update \
  && install -d -o 10001 -g 10001 -m 0755 /opt/provisioning-cli
 # /opt/provisioning-cli: where compose mounts a CLI (a volume inherits this owner).
 COPY --from=build /opt/venv /opt/venv
+COPY --from=console /console/dist /opt/console
 # Read-only root filesystem: nothing is written outside /tmp (mount a tmpfs/emptyDir there).
 # Production mode: the service refuses to start without its secrets (keys, storage URLs)
 # instead of generating or defaulting them; PROVISIONING_ENV=development opts out.
@@ -46,7 +58,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     HOST=0.0.0.0 \
     PORT=9090 \
     SHUTDOWN_GRACE_SECONDS=20 \
-    PROVISIONING_CLI=/usr/local/provisioning
+    PROVISIONING_CLI=/usr/local/provisioning \
+    CONSOLE_DIST_DIR=/opt/console
 USER 10001:10001
 WORKDIR /tmp
 EXPOSE 9090

@@ -22,6 +22,8 @@ IMAGES = {
 }
 SIMULATOR = "deploy/local/provisioning_simulator.py"
 PINNED_PYTHON = re.compile(r"^python:3\.11\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?$")
+# The console's build stage (orchestrator only): Node.js pinned to a patch release.
+PINNED_NODE = re.compile(r"^node:\d+\.\d+\.\d+-bookworm-slim(@sha256:[0-9a-f]{64})?$")
 
 
 @dataclass
@@ -74,7 +76,11 @@ def test_multi_stage_on_a_pinned_slim_python(service: str) -> None:
     for stage in parsed:
         base = resolved_base(stage, args)
         names = {s.name for s in parsed}
-        assert base in names or PINNED_PYTHON.match(base), f"unpinned base {base!r}"
+        assert (
+            base in names
+            or PINNED_PYTHON.match(base)
+            or (stage.name == "console" and PINNED_NODE.match(base))
+        ), f"unpinned base {base!r}"
     assert parsed[0].name == "build"
     runtime = next(s for s in parsed if s.name == "runtime")
     assert any("--from=build" in c.flags for c in runtime.all("COPY"))
@@ -144,6 +150,18 @@ def test_the_simulator_is_only_in_the_dev_target() -> None:
     assert SIMULATOR not in IMAGES["control_center"].read_text()
 
 
+def test_the_orchestrator_image_serves_the_console_built_in_its_own_stage() -> None:
+    _, parsed = stages(IMAGES["orchestrator"])
+    console = next(s for s in parsed if s.name == "console")
+    assert any("npm ci" in " ".join(c.value) for c in console.all("RUN")), "from the lockfile"
+    runtime = next(s for s in parsed if s.name == "runtime")
+    copied = [c for c in runtime.all("COPY") if "--from=console" in c.flags]
+    assert [c.value for c in copied] == [("/console/dist", "/opt/console")]
+    env = " ".join(" ".join(c.value) for c in runtime.all("ENV"))
+    assert "CONSOLE_DIST_DIR" in env
+    assert "/opt/console" in env
+
+
 def test_dockerignore_keeps_the_context_small() -> None:
     lines = [
         ln.strip()
@@ -152,8 +170,14 @@ def test_dockerignore_keeps_the_context_small() -> None:
     ]
     assert lines[0] == "*", "allow-list: nothing is sent unless named"
     allowed = {ln[1:].rstrip("/") for ln in lines if ln.startswith("!")}
-    assert allowed == {"libs/common", "services/orchestrator", "services/control_center", SIMULATOR}
-    for pattern in ("**/__pycache__", "**/*.egg-info"):
+    assert allowed == {
+        "libs/common",
+        "services/orchestrator",
+        "services/control_center",
+        SIMULATOR,
+        "console",
+    }
+    for pattern in ("**/__pycache__", "**/*.egg-info", "**/node_modules", "**/dist"):
         assert pattern in lines
 
 
