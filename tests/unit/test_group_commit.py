@@ -106,3 +106,28 @@ async def test_a_write_must_answer_every_item() -> None:
     with pytest.raises(RuntimeError, match="1 results for 2"):
         await group.submit([1, 2])
     assert await group.submit([]) == []
+
+
+def test_a_writer_of_another_event_loop_does_not_block_this_one() -> None:
+    """An object that outlives its event loop (a test's, or a restarted app's) while a
+    write is pending there: a new loop gets a writer of its own."""
+    rec = Recorder()
+    group: GroupCommit[int, int] = GroupCommit(rec.write, name="loops")
+    first = asyncio.new_event_loop()
+    try:
+        pending = first.create_task(group.submit([1]))
+        first.run_until_complete(settle())  # the write starts and waits on its gate
+        assert rec.writes == [[1]]
+        first_gate = rec.gate
+
+        async def again() -> list[int]:
+            rec.gate = asyncio.Event()
+            rec.gate.set()
+            return await group.submit([2])
+
+        assert asyncio.run(again()) == [20]  # while the first loop's write still waits
+        assert rec.writes == [[1], [2]]
+        first_gate.set()
+        assert first.run_until_complete(pending) == [10]
+    finally:
+        first.close()

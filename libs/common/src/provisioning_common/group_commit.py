@@ -44,6 +44,12 @@ class GroupCommit(Generic[Item, Result]):
         # Marks the outcome as seen, so a caller that left early leaves no warning.
         done.add_done_callback(lambda f: f.cancelled() or f.exception())
         self._queued.append((items, done))
+        loop = asyncio.get_running_loop()
+        if self._writer is not None and self._writer.get_loop() is not loop:
+            # A writer of another event loop (one closed under it) never drains: what it
+            # left is its loop's business, not this one's.
+            self._queued = [(i, f) for i, f in self._queued if f.get_loop() is loop]
+            self._writer = None
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._drain(), name=self._name)
         # Shielded: a caller that gives up does not take the others' write with it.

@@ -44,6 +44,8 @@ def open_client(
         serverSelectionTimeoutMS=timeout_ms,
         connectTimeoutMS=timeout_ms,
         socketTimeoutMS=operation_timeout_ms,
+        # Waiting for a free pooled connection is bounded too (it is forever by default).
+        waitQueueTimeoutMS=operation_timeout_ms,
         uuidRepresentation="standard",
         event_listeners=list(event_listeners),
     )
