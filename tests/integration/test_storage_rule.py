@@ -48,6 +48,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from control_center.app import create_app as create_control_center
 from control_center.settings import Settings as ControlCenterSettings
 from orchestrator.app import create_app as create_orchestrator
+from orchestrator.deps import CONTAINER
 from orchestrator.settings import Settings as OrchestratorSettings
 from provisioning_common.mongo import open_client
 from provisioning_common.storage_rules import CONTROL_CENTER_BOUNDED, ORCHESTRATOR_BOUNDED
@@ -74,6 +75,13 @@ FINAL = ("Completed", "Failed", "Cancelled")
 # Long enough to include the periodic loops (queue-depth gauge every 5 s, batch
 # coordinator every second, outbox and webhook polls).
 RECORD_AT_LEAST_SECONDS = 6.0
+
+
+def _true_when(check: Callable[[], bool]) -> Callable[[], Awaitable[bool | None]]:
+    async def probe() -> bool | None:
+        return True if check() else None
+
+    return probe
 
 
 async def eventually(probe: Callable[[], Awaitable[Any]], what: str, timeout: float = 20.0) -> Any:
@@ -377,6 +385,8 @@ async def _record(
     """A warm-up round (start-up sweeps, first token, JWKS and policy fetches), then a
     recorded one; fails with every violation and every undrained bounded collection."""
     await round_trip(svc, "warm-up")
+    engine = svc.orch.server.app[CONTAINER].engine
+    await eventually(_true_when(lambda: engine.swept), "the engine's start-up sweep")
     guard.start()
     started = time.monotonic()
     await round_trip(svc, "recorded")

@@ -164,6 +164,12 @@ class Engine:
     def wake(self) -> None:
         self._wake.set()
 
+    @property
+    def swept(self) -> bool:
+        """The start-up sweep (a full read of ``tasks``, done once by the maintenance
+        loop soon after start) is behind us: from here on, steady state."""
+        return self._swept
+
     async def create_task(self, spec: TaskSpec) -> str:
         return (await self.create_tasks([spec]))[0]
 
@@ -230,13 +236,6 @@ class Engine:
         await self._check_index()
         if not self.settings.enabled:
             return
-        # The first sweep reads ``tasks`` in full (start-up work, never steady state);
-        # if the store is not ready yet, the maintenance loop does it on its next turn.
-        try:
-            await self._sweep_queue()
-            self._next_sweep = time.monotonic() + _QUEUE_SWEEP_SECONDS
-        except Exception as exc:
-            log.warning("start-up queue sweep failed (%s); retried shortly", type(exc).__name__)
         self._loops = [
             asyncio.create_task(self._scheduler(), name="engine-scheduler"),
             asyncio.create_task(self._maintenance(), name="engine-maintenance"),
