@@ -61,6 +61,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
+from .aio import wait_event
 from .group_commit import GroupCommit
 from .mongo import Document, IndexSpec, claim, ensure_indexes, insert_new
 from .timeutil import as_utc, utcnow
@@ -360,7 +361,7 @@ class Outbox:
                 continue
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.policy.poll_interval)
+                await wait_event(self._wake, self.policy.poll_interval)
 
     async def archive_finished(self) -> int:
         """Start-up sweep: move finished items that an earlier version left in the

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from orchestrator.rollback.ledger import LedgerRecorder
+from provisioning_common.aio import wait_event
 
 from .model import needs_coordinator
 from .reconcile import BatchReconciler
@@ -106,7 +107,7 @@ class BatchCoordinator:
             self._wake.clear()
             wake_at = min([next_full, *(self._not_before.get(b, 0.0) for b in self._dirty)])
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(0.0, wake_at - time.monotonic()))
+                await wait_event(self._wake, wake_at - time.monotonic())
 
     def _forget_idle(self, now: float) -> None:
         for batch_id, at in list(self._not_before.items()):

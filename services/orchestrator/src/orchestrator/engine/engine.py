@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from provisioning_common.aio import wait_event
 from provisioning_common.mongo import Document
 from provisioning_common.timeutil import as_utc, utcnow
 
@@ -287,7 +288,7 @@ class Engine:
             except Exception:
                 log.exception("scheduler tick failed")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.settings.poll_seconds)
+                await wait_event(self._wake, self.settings.poll_seconds)
             # Coalesce bursts of wake-ups (every submission and completion wakes us):
             # each tick scans the queue, which is not free on every backend.
             await asyncio.sleep(_MIN_TICK_SECONDS)

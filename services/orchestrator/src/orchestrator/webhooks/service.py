@@ -24,6 +24,7 @@ from typing import Any
 
 import aiohttp
 
+from provisioning_common.aio import wait_event
 from provisioning_common.envelope import format_timestamp
 from provisioning_common.events import EVENTS_CHANNEL, EventBus
 from provisioning_common.mongo import IndexSpec
@@ -126,7 +127,7 @@ class WebhookService:
                 log.warning("webhook event scan failed: %s", type(exc).__name__)
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.settings.poll_seconds)
+                await wait_event(self._wake, self.settings.poll_seconds)
 
     async def _listen(self) -> None:
         assert self.bus is not None
