@@ -55,6 +55,33 @@ def create_base_app(settings: CommonSettings) -> web.Application:
     return app
 
 
+class ContainerLifecycle:
+    """Start and stop of a service's composition root (its ``Container``): ``_start``
+    opens, builds and starts everything, registering each stop on the exit stack;
+    a failed start stops what already started; ``stop`` unwinds newest first."""
+
+    def __init__(self) -> None:
+        self.started = False
+        self._stack = contextlib.AsyncExitStack()
+
+    async def start(self) -> None:
+        """Open, build and start everything; on a failure, stop what already started."""
+        try:
+            await self._start(self._stack)
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        self.started = True
+
+    async def stop(self) -> None:
+        """Stop everything ``start`` started, newest first."""
+        self.started = False
+        await self._stack.aclose()
+
+    async def _start(self, stack: contextlib.AsyncExitStack) -> None:
+        raise NotImplementedError
+
+
 @dataclass(frozen=True)
 class Storage:
     """The storage clients a service opens once: MongoDB (its database), Redis, the

@@ -36,7 +36,7 @@ from datetime import timedelta
 from cryptography.fernet import Fernet
 
 from provisioning_common.timeutil import utcnow
-from provisioning_common.webapp import Storage, background
+from provisioning_common.webapp import ContainerLifecycle, Storage, background
 
 from .audit.repository import AuditRepository
 from .audit.service import AuditLog
@@ -83,7 +83,7 @@ class Repositories:
     keys: KeyRepository
 
 
-class Container:
+class Container(ContainerLifecycle):
     settings: Settings
     storage: Storage
     repos: Repositories
@@ -102,22 +102,7 @@ class Container:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.started = False
-        self._stack = contextlib.AsyncExitStack()
-
-    async def start(self) -> None:
-        """Open, build and start everything; on a failure, stop what already started."""
-        try:
-            await self._start(self._stack)
-        except BaseException:
-            await self._stack.aclose()
-            raise
-        self.started = True
-
-    async def stop(self) -> None:
-        """Stop everything ``start`` started, newest first."""
-        self.started = False
-        await self._stack.aclose()
+        super().__init__()
 
     async def _start(self, stack: contextlib.AsyncExitStack) -> None:
         settings = self.settings

@@ -23,7 +23,7 @@ from provisioning_common.events import EventBus
 from provisioning_common.mongo import Document
 from provisioning_common.ratelimit import RateLimiter
 from provisioning_common.remote_auth import RemoteAuth
-from provisioning_common.webapp import Storage, background
+from provisioning_common.webapp import ContainerLifecycle, Storage, background
 
 from .audit.service import AuditService, service_sender
 from .batches.cancellation import BatchCanceller
@@ -53,7 +53,7 @@ from .webhooks.service import WebhookService
 from .workflows.repository import IdempotencyRepository
 
 
-class Container:
+class Container(ContainerLifecycle):
     settings: Settings
     # storage clients
     storage: Storage
@@ -85,22 +85,7 @@ class Container:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.started = False
-        self._stack = contextlib.AsyncExitStack()
-
-    async def start(self) -> None:
-        """Open, build and start everything; on a failure, stop what already started."""
-        try:
-            await self._start(self._stack)
-        except BaseException:
-            await self._stack.aclose()
-            raise
-        self.started = True
-
-    async def stop(self) -> None:
-        """Stop everything ``start`` started, newest first."""
-        self.started = False
-        await self._stack.aclose()
+        super().__init__()
 
     async def _start(self, stack: contextlib.AsyncExitStack) -> None:
         s = self.settings
