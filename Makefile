@@ -18,7 +18,7 @@ run: setup
 	$(DEVSTACK) run
 
 test: setup
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --reruns $(TEST_RERUNS) -rR -p no:cacheprovider tests --ignore=tests/bench
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --reruns $(TEST_RERUNS) -rfER -p no:cacheprovider tests --ignore=tests/bench
 
 test-unit: setup
 	$(PY) -m pytest -p no:cacheprovider tests/unit

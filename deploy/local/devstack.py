@@ -239,7 +239,8 @@ def ensure_mongo() -> tuple[str, str]:
     CACHE.mkdir(parents=True, exist_ok=True)
     log(f"building FerretDB {FERRETDB_VERSION} into {binary} (once)")
     started = time.monotonic()
-    tmp = binary.with_suffix(".tmp")
+    # A name of its own, so two setups building at once (two checkouts) do not collide.
+    tmp = binary.with_name(f"{binary.name}.{os.getpid()}.tmp")
     subprocess.run([go, "build", "-trimpath", "-o", str(tmp), "."], check=True, cwd=FERRETDB_SRC)
     tmp.replace(binary)
     log(f"FerretDB built in {time.monotonic() - started:.1f}s")

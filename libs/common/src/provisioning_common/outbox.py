@@ -447,7 +447,8 @@ class Outbox:
         number = item.attempts + 1
         started = time.perf_counter()
         try:
-            result = await asyncio.wait_for(self.deliver(item, number), self.policy.attempt_timeout)
+            async with asyncio.timeout(self.policy.attempt_timeout):
+                result = await self.deliver(item, number)
         except TimeoutError:
             result = AttemptResult(ok=False, error="timeout")
         except asyncio.CancelledError:
@@ -463,9 +464,8 @@ class Outbox:
         batch = [(OutboxItem.from_doc(doc), int(doc.get("attempts", 0)) + 1) for doc, _ in owned]
         started = time.perf_counter()
         try:
-            results = list(
-                await asyncio.wait_for(self.deliver_batch(batch), self.policy.attempt_timeout)
-            )
+            async with asyncio.timeout(self.policy.attempt_timeout):
+                results = list(await self.deliver_batch(batch))
             if len(results) != len(batch):
                 raise ValueError(f"{len(results)} results for {len(batch)} items")
         except TimeoutError:

@@ -241,7 +241,8 @@ def add_operational_routes(
         results: dict[str, str] = {}
         for name, check in checks.items():
             try:
-                await asyncio.wait_for(check(request.app), check_timeout)
+                async with asyncio.timeout(check_timeout):
+                    await check(request.app)
                 results[name] = "Healthy"
             except Exception as exc:
                 log.warning("readiness check %s failed: %s", name, type(exc).__name__)

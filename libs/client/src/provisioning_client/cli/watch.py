@@ -178,7 +178,8 @@ class EventPump:
     async def __aenter__(self) -> EventPump:
         self.task = asyncio.create_task(self._pump())
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.stream.connected.wait(), timeout=5.0)
+            async with asyncio.timeout(5.0):
+                await self.stream.connected.wait()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -195,7 +196,8 @@ class EventPump:
             await asyncio.sleep(wait)  # stream ended: the caller's polling takes over
             return None
         try:
-            return await asyncio.wait_for(self.queue.get(), timeout=wait)
+            async with asyncio.timeout(wait):
+                return await self.queue.get()
         except TimeoutError:
             return None
 

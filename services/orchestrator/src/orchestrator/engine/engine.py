@@ -252,7 +252,8 @@ class Engine:
             # Let a claim in progress complete (cancelling it mid-way could leave a
             # Running task without a run); the loop exits at its next check.
             try:
-                await asyncio.wait_for(asyncio.shield(self._loops[0]), 15)
+                async with asyncio.timeout(15):
+                    await asyncio.shield(self._loops[0])
             except TimeoutError:
                 self._loops[0].cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -187,7 +187,8 @@ async def run_process(
             cancelled = not timed_out
             _kill_group(proc.pid, signal.SIGTERM)
             try:
-                await asyncio.wait_for(asyncio.shield(waiter), kill_grace)
+                async with asyncio.timeout(kill_grace):
+                    await asyncio.shield(waiter)
             except TimeoutError:
                 _kill_group(proc.pid, signal.SIGKILL)
                 await waiter
@@ -201,5 +202,6 @@ async def run_process(
         if not waiter.done():
             await asyncio.shield(waiter)
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(pumps, 5)
+            async with asyncio.timeout(5):
+                await pumps
     return ProcessResult(proc.returncode, timed_out, cancelled, None, stderr_tail.text())

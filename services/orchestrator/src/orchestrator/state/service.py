@@ -116,7 +116,8 @@ async def system_metrics(ctx: StateContext) -> dict[str, Any]:
 
 async def _check(probe: Probe, limit: float) -> str:
     try:
-        ok = await asyncio.wait_for(probe(), limit)
+        async with asyncio.timeout(limit):
+            ok = await probe()
     except Exception:
         return model.UNHEALTHY
     return model.HEALTHY if ok else model.UNHEALTHY
