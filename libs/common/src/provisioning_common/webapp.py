@@ -10,9 +10,8 @@ import contextlib
 import hmac
 import ipaddress
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import aiohttp_cors
 from aiohttp import web
@@ -265,16 +264,3 @@ def add_operational_routes(
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     app.router.add_get("/metrics", metrics)
-
-
-@contextlib.asynccontextmanager
-async def background(coro: Coroutine[Any, Any, None], name: str) -> AsyncIterator[None]:
-    """Run ``coro`` as a task for the body's duration, then cancel and await it: the one
-    way a service's container keeps a loop alive while the app runs."""
-    task = asyncio.create_task(coro, name=name)
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

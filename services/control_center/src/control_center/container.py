@@ -35,8 +35,9 @@ from datetime import timedelta
 
 from cryptography.fernet import Fernet
 
+from provisioning_common.aio import background
 from provisioning_common.timeutil import utcnow
-from provisioning_common.webapp import ContainerLifecycle, Storage, background
+from provisioning_common.webapp import ContainerLifecycle, Storage
 
 from .audit.repository import AuditRepository
 from .audit.service import AuditLog

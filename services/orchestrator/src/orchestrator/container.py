@@ -19,11 +19,12 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from redis.asyncio import Redis
 
+from provisioning_common.aio import background
 from provisioning_common.events import EventBus
 from provisioning_common.mongo import Document
 from provisioning_common.ratelimit import RateLimiter
 from provisioning_common.remote_auth import RemoteAuth
-from provisioning_common.webapp import ContainerLifecycle, Storage, background
+from provisioning_common.webapp import ContainerLifecycle, Storage
 
 from .audit.service import AuditService, service_sender
 from .batches.cancellation import BatchCanceller

@@ -821,7 +821,7 @@ class Engine:
             await self._release(run)
             await self._emit_status(task, PENDING)
             return
-        attempt_status = FAILED
+        attempt_status: str = FAILED
         retryable = False
         if run.reason == "cancel" or result.cancelled:
             status, error = CANCELLED, run.cancel_reason or "Cancelled"

@@ -7,20 +7,40 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
-PENDING = "Pending"
-RUNNING = "Running"
-COMPLETED = "Completed"
-FAILED = "Failed"
-CANCELLED = "Cancelled"
-STATUSES = (PENDING, RUNNING, COMPLETED, FAILED, CANCELLED)
-FINAL_STATUSES = frozenset({COMPLETED, FAILED, CANCELLED})
 
-# Attempt statuses: the task's ones plus what only an attempt can end as.
-ATTEMPT_LOST = "Lost"  # its owner stopped heartbeating; another attempt took over
-ATTEMPT_RELEASED = "Released"  # handed back at graceful shutdown
-ATTEMPT_TIMED_OUT = "TimedOut"
+class TaskStatus(StrEnum):
+    """The contract's task statuses; batches and rollbacks use the same set. Members
+    are ``str``: they are stored, compared and serialised as their values."""
+
+    PENDING = "Pending"
+    RUNNING = "Running"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+
+
+class AttemptEnd(StrEnum):
+    """What only an attempt can end as (besides the task statuses)."""
+
+    LOST = "Lost"  # its owner stopped heartbeating; another attempt took over
+    RELEASED = "Released"  # handed back at graceful shutdown
+    TIMED_OUT = "TimedOut"
+
+
+# Short names for the members, used throughout the engine.
+PENDING = TaskStatus.PENDING
+RUNNING = TaskStatus.RUNNING
+COMPLETED = TaskStatus.COMPLETED
+FAILED = TaskStatus.FAILED
+CANCELLED = TaskStatus.CANCELLED
+STATUSES = tuple(TaskStatus)
+FINAL_STATUSES = frozenset({COMPLETED, FAILED, CANCELLED})
+ATTEMPT_LOST = AttemptEnd.LOST
+ATTEMPT_RELEASED = AttemptEnd.RELEASED
+ATTEMPT_TIMED_OUT = AttemptEnd.TIMED_OUT
 
 
 @dataclass(frozen=True, slots=True)
