@@ -35,6 +35,7 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/pip-audit --progress-spinner off --no-deps --disable-pip -r constraints.txt $(PIP_AUDIT_IGNORE)
 
 # The bench also installs the `bench` dependency group (Celery, the storage bench's baseline).

@@ -119,7 +119,8 @@ def _sweeper(
     store: TaskStore, db: Db, *, worker_id: str = "w1", batch: int = 2, sweep_seconds: int = 3600
 ) -> RetentionSweeper:
     settings = RetentionSettings(days=30, batch=batch, sweep_seconds=sweep_seconds)
-    return RetentionSweeper(RetentionRepository(store, db), settings, worker_id=worker_id)
+    repo = RetentionRepository(store, db, BatchRepository(db))
+    return RetentionSweeper(repo, settings, worker_id=worker_id)
 
 
 async def test_pass_removes_old_finished_tasks_with_their_documents(

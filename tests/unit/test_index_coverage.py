@@ -414,16 +414,16 @@ QUERIES: tuple[Query, ...] = (
         q
         for name in OUTBOXES
         for q in (
-            _lib("outbox.py:Outbox._in_flight_ids", "find", f"{name}_outbox", {}),
+            _lib("outbox/store.py:OutboxCollections._in_flight_ids", "find", f"{name}_outbox", {}),
             _lib(
-                "outbox.py:Outbox.archive_finished",
+                "outbox/delivery.py:Delivery.archive_finished",
                 "find",
                 f"{name}_outbox",
                 {"status": {"$in": [V]}},
                 why="start-up sweep",
             ),
             _lib(
-                "outbox.py:Outbox.run_once",
+                "outbox/delivery.py:Delivery.run_once",
                 "find",
                 f"{name}_outbox",
                 {"next_attempt_at": {"$lte": V}},
@@ -439,7 +439,7 @@ QUERIES: tuple[Query, ...] = (
         for flt in DELIVERY_FILTERS
         for q in (
             _lib(
-                "outbox.py:Outbox.find_items",
+                "outbox/store.py:OutboxCollections.find_items",
                 "find",
                 "webhook_outbox",
                 flt,
@@ -448,7 +448,7 @@ QUERIES: tuple[Query, ...] = (
             ),
             *(
                 _lib(
-                    "outbox.py:Outbox.find_items",
+                    "outbox/store.py:OutboxCollections.find_items",
                     method,
                     "webhook_history",
                     history_filter,
@@ -458,10 +458,12 @@ QUERIES: tuple[Query, ...] = (
                 for history_filter in (flt, {**flt, "_id": {"$nin": [V]}})
                 for method in ("find", "count_documents")
             ),
-            _lib("outbox.py:Outbox.count", "count_documents", "webhook_outbox", flt),
+            _lib(
+                "outbox/store.py:OutboxCollections.count", "count_documents", "webhook_outbox", flt
+            ),
             *(
                 _lib(
-                    "outbox.py:Outbox.count",
+                    "outbox/store.py:OutboxCollections.count",
                     "count_documents",
                     "webhook_history",
                     history_filter,
@@ -713,7 +715,7 @@ async def _orchestrator_repositories(db: Any) -> list[Any]:
         SnapshotRepository(db),
         RollbackRepository(db),
         IdempotencyRepository(db),
-        RetentionRepository(store, db),
+        RetentionRepository(store, db, BatchRepository(db)),
         AuditService(db, never, AuditSettings()).outbox,
         WebhookService(WebhookSettings(), db, EventRepository(db)).outbox,
     ]

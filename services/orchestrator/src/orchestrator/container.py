@@ -222,7 +222,7 @@ class Container(ContainerLifecycle):
         self.retention = None
         if s.retention.enabled:
             self.retention = RetentionSweeper(
-                RetentionRepository(self.engine.store, self.db),
+                RetentionRepository(self.engine.store, self.db, repo),
                 s.retention,
                 worker_id=self.engine.worker_id,
             )

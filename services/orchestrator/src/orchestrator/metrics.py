@@ -38,6 +38,7 @@ from prometheus_client import Counter, Gauge
 # that every orchestrator metric can be found in one place (one definition each).
 from .engine.metrics import RUNNING_TASKS, TASK_DURATION, TASKS_TOTAL
 from .engine.metrics import TAKEOVERS as LEASE_TAKEOVERS
+from .engine.model import FINAL_STATUSES, PENDING, TaskStatus, wire_status
 
 if TYPE_CHECKING:
     from .engine import TaskStore
@@ -77,7 +78,9 @@ __all__ = [
     "record_task_final",
 ]
 
-FINAL_TASK_STATUSES = ("completed", "failed", "cancelled")
+# The ``status`` label values of TASKS_TOTAL: the final task statuses in lower case,
+# in the enum's order (``completed``, ``failed``, ``cancelled``).
+FINAL_TASK_STATUSES = tuple(wire_status(s) for s in TaskStatus if s in FINAL_STATUSES)
 
 
 def record_task_final(status: str, duration_seconds: float | None) -> None:
@@ -105,7 +108,7 @@ QUEUE_DEPTH_REFRESH_SECONDS = 5.0
 
 
 async def refresh_queue_depth(store: TaskStore) -> None:
-    QUEUE_DEPTH.set(await store.count(status="Pending"))
+    QUEUE_DEPTH.set(await store.count(status=PENDING))
 
 
 async def queue_depth_loop(store: TaskStore) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from provisioning_common.errors import TooManyRequests, Unauthorized
 from provisioning_common.timeutil import as_utc, utcnow
@@ -63,8 +63,14 @@ def _remaining(state: _ScopeState, now: datetime) -> float:
     return (as_utc(lock["until"]) - now).total_seconds()
 
 
+class LoginResets(Protocol):
+    """Resets of failure budgets (the auth slice's ``LoginRepository`` is one)."""
+
+    async def reset(self, scope: str, at: datetime) -> None: ...
+
+
 async def unlock_account(
-    logins: LoginRepository, audit: AuditLog, user: dict[str, Any], actor: str | None, via: str
+    logins: LoginResets, audit: AuditLog, user: dict[str, Any], actor: str | None, via: str
 ) -> None:
     """Lift every lockout of ``user`` (the account's and every source address's);
     audited as ``auth.unlock``. Used by the admin endpoint, the ``unlock-admin``

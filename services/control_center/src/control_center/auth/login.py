@@ -12,10 +12,10 @@ from provisioning_common.timeutil import utcnow
 from ..audit.service import AuditLog
 from ..metrics import LOGIN_ATTEMPTS
 from ..users.model import username_key
-from ..users.repository import UserRepository
 from .lockout import Lockouts
 from .mfa import MfaService
 from .passwords import check_password
+from .ports import UserRecords
 from .tokens import TokenService
 
 INVALID_CREDENTIALS = "Invalid username or password"
@@ -32,7 +32,7 @@ class LoginAttempt:
 class LoginService:
     def __init__(
         self,
-        users: UserRepository,
+        users: UserRecords,
         lockouts: Lockouts,
         mfa: MfaService,
         tokens: TokenService,

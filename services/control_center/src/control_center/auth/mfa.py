@@ -14,9 +14,9 @@ from provisioning_common.errors import Conflict, Unauthorized, UnprocessableEnti
 from ..audit.service import AuditLog
 from ..metrics import LOGIN_ATTEMPTS
 from ..settings import AuthSettings
-from ..users.repository import UserRepository
 from .lockout import Lockouts
 from .model import SecretBox, totp_timestep
+from .ports import UserRecords
 from .repository import UseRepository
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ class MfaService:
         self,
         settings: AuthSettings,
         mfa_key: bytes,  # Fernet key that encrypts TOTP secrets at rest
-        users: UserRepository,
+        users: UserRecords,
         uses: UseRepository,
         lockouts: Lockouts,
         audit: AuditLog,

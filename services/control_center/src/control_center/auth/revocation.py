@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 
 from provisioning_common.events import REVOCATIONS_CHANNEL, EventBus
 
-from ..users.repository import UserRepository
+from .ports import UserRecords
 from .repository import SessionRepository, TokenRepository
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ class Revocations:
         self,
         tokens: TokenRepository,
         sessions: SessionRepository,
-        users: UserRepository,
+        users: UserRecords,
         redis: Redis,
         bus: EventBus,
     ) -> None:

@@ -19,10 +19,10 @@ from provisioning_common.tokens import (
     decode_token,
 )
 
-from ..keys.repository import KeyRepository
+from ..keys.model import KeyStore
 from ..keys.service import KeyRing
 from ..settings import AuthSettings
-from ..users.repository import UserRepository
+from .ports import UserRecords
 from .repository import SessionRepository
 from .revocation import Revocations
 
@@ -40,8 +40,8 @@ class TokenVerifier:
         self,
         settings: AuthSettings,
         keyring: KeyRing,
-        keys: KeyRepository,
-        users: UserRepository,
+        keys: KeyStore,
+        users: UserRecords,
         sessions: SessionRepository,
         revocations: Revocations,
     ) -> None:

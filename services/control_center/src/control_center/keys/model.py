@@ -6,7 +6,7 @@ import base64
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -14,6 +14,15 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from provisioning_common.tokens import ALGORITHM
 
 KEY_BITS = 2048
+
+
+class KeyStore(Protocol):
+    """The stored key generations (``signing_keys``), as the key ring reads and claims
+    them; the keys slice's repository is one."""
+
+    async def recent(self, count: int) -> list[dict[str, Any]]: ...
+
+    async def claim_generation(self, generation: int, kid: str, private_pem: str) -> bool: ...
 
 
 def _b64url_uint(value: int) -> str:

@@ -10,10 +10,9 @@ import sys
 from provisioning_common.errors import Conflict, UnprocessableEntity
 
 from ..audit.service import AuditLog
-from ..auth.lockout import unlock_account
-from ..auth.repository import LoginRepository
-from ..policies.repository import PolicyRepository
+from ..auth.lockout import LoginResets, unlock_account
 from ..settings import AuthSettings
+from .ports import BootstrapMarkers
 from .repository import UserRepository
 from .service import UserService
 
@@ -28,7 +27,7 @@ class AdminBootstrap:
         settings: AuthSettings,
         users: UserRepository,
         user_service: UserService,
-        markers: PolicyRepository,  # the bootstrap markers live with the policies
+        markers: BootstrapMarkers,  # the bootstrap markers live with the policies
     ) -> None:
         self._settings = settings
         self._users = users
@@ -74,7 +73,7 @@ class AdminBootstrap:
 
 
 async def break_glass_unlock(
-    users: UserRepository, logins: LoginRepository, audit: AuditLog, via: str
+    users: UserRepository, logins: LoginResets, audit: AuditLog, via: str
 ) -> bool:
     """Lift the bootstrap ``admin``'s lockouts without an admin session (the
     ``unlock-admin`` command, ``BOOTSTRAP_ADMIN_UNLOCK=true``); False when there is

@@ -8,16 +8,16 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from orchestrator.workflows.repository import IdempotencyRepository
 from orchestrator.workflows.service import body_hash
 from provisioning_common.errors import Conflict
 
+from .ports import IdempotencyKeys
 from .presenters import submitted_view
 from .repository import BatchRepository
 
 
 async def submit_once(
-    keys: IdempotencyRepository,
+    keys: IdempotencyKeys,
     batches: BatchRepository,
     *,
     key: str | None,

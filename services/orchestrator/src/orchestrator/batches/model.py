@@ -9,15 +9,21 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+# Batch statuses are the contract's task statuses (the engine's ``TaskStatus``),
+# re-exported for the batch code.
+from orchestrator.engine.model import CANCELLED as CANCELLED
+from orchestrator.engine.model import COMPLETED as COMPLETED
+from orchestrator.engine.model import FAILED as FAILED
+from orchestrator.engine.model import FINAL_STATUSES
+from orchestrator.engine.model import PENDING as PENDING
+from orchestrator.engine.model import RUNNING as RUNNING
+from orchestrator.engine.model import TaskStatus as TaskStatus
+from orchestrator.rollback.model import ACTIVE_STATUSES as ACTIVE_ROLLBACK_STATUSES
+
 OPERATION_TYPES = ("server_batch", "taskserv_batch", "cluster_batch")
 
-# Batch statuses (the contract's task statuses).
-PENDING = "Pending"
-RUNNING = "Running"
-COMPLETED = "Completed"
-FAILED = "Failed"
-CANCELLED = "Cancelled"
-FINISHED = frozenset({COMPLETED, FAILED, CANCELLED})
+# A batch that has finished (Completed, Failed or Cancelled).
+FINISHED = FINAL_STATUSES
 
 # Identifiers end up in CLI arguments and resource names: a leading letter/digit
 # keeps them from being read as flags, the charset keeps them printable and short.
@@ -357,7 +363,7 @@ def needs_coordinator(batch: Mapping[str, Any]) -> bool:
     rollback = batch.get("rollback")
     if batch.get("status") not in FINISHED:
         return True
-    if isinstance(rollback, Mapping) and rollback.get("status") in ("Pending", "Running"):
+    if isinstance(rollback, Mapping) and rollback.get("status") in ACTIVE_ROLLBACK_STATUSES:
         return True
     return bool(
         batch.get("status") == FAILED and batch.get("rollback_enabled") and rollback is None

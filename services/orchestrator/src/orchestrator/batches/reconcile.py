@@ -18,7 +18,7 @@ from provisioning_common.timeutil import as_utc, utcnow
 
 from . import model
 from .cancellation import cancel_requested
-from .model import CANCELLED, COMPLETED, FAILED, FINISHED, PENDING, RUNNING, TaskView
+from .model import CANCELLED, COMPLETED, FAILED, FINISHED, PENDING, RUNNING, TaskStatus, TaskView
 from .ports import batch_tasks
 from .repository import BatchRepository
 from .submission import BatchSubmitter
@@ -35,7 +35,7 @@ def operation_results(
     op: Mapping[str, Any], tasks: Mapping[str, Mapping[str, Any]]
 ) -> dict[str, Any]:
     """An operation's ``results``: task counts by status, a summary and the errors."""
-    counts = dict.fromkeys(("Pending", "Running", "Completed", "Failed", "Cancelled"), 0)
+    counts: dict[str, int] = dict.fromkeys(TaskStatus, 0)
     errors = []
     for tid in op["task_ids"]:
         task = tasks.get(tid)

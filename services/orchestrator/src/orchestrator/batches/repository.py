@@ -12,16 +12,18 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
+from orchestrator.rollback.model import ACTIVE_STATUSES as ACTIVE_ROLLBACK_STATUSES
 from provisioning_common.mongo import Document, IndexSpec, claim, ensure_indexes
 
-from .model import FINISHED
+from .model import FAILED, FINISHED
 
 BATCHES = "batches"
 CLAIMS = "batch_claims"
 ACTIVE = "batches_active"
 # A failed batch whose automatic rollback is not (or no longer) on its document:
 # not started yet, or its record was lost to a concurrent update (DESIGN §3).
-_ROLLBACK_UNRECORDED = {"status": "Failed", "rollback_enabled": True, "rollback": None}
+_ROLLBACK_UNRECORDED = {"status": FAILED, "rollback_enabled": True, "rollback": None}
+_ROLLBACK_ACTIVE = {"rollback.status": {"$in": sorted(ACTIVE_ROLLBACK_STATUSES)}}
 
 
 class BatchRepository:
@@ -80,7 +82,7 @@ class BatchRepository:
             {
                 "$or": [
                     {"status": {"$nin": sorted(FINISHED)}},
-                    {"rollback.status": {"$in": ["Pending", "Running"]}},
+                    _ROLLBACK_ACTIVE,
                     _ROLLBACK_UNRECORDED,
                 ]
             }
@@ -94,7 +96,7 @@ class BatchRepository:
             {
                 "$or": [
                     {"status": {"$nin": sorted(FINISHED)}},
-                    {"rollback.status": {"$in": ["Pending", "Running"]}},
+                    _ROLLBACK_ACTIVE,
                     _ROLLBACK_UNRECORDED,
                 ]
             },

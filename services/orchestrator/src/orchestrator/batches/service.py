@@ -9,13 +9,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from orchestrator.workflows.repository import IdempotencyRepository
 from provisioning_common.errors import NotFound
 from provisioning_common.mongo import Document
 
 from . import planning
 from .cancellation import BatchCanceller
 from .idempotency import submit_once
+from .ports import IdempotencyKeys
 from .presenters import batch_summary
 from .repository import BatchRepository
 from .submission import BatchSubmitter
@@ -28,7 +28,7 @@ class BatchService:
         repo: BatchRepository,
         submitter: BatchSubmitter,
         canceller: BatchCanceller,
-        idempotency: IdempotencyRepository,
+        idempotency: IdempotencyKeys,
         cli: str,
         poke: Callable[[str], None],
     ) -> None:

@@ -9,10 +9,11 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from orchestrator.event_types import EventType
 from orchestrator.events import EventPublisher
-from orchestrator.state.repository import SnapshotRepository
 from provisioning_common.timeutil import utcnow
 
+from .ports import SnapshotRecorder
 from .repository import BatchRepository
 
 
@@ -21,7 +22,7 @@ class BatchTransitions:
         self,
         *,
         repo: BatchRepository,
-        snapshots: SnapshotRepository,
+        snapshots: SnapshotRecorder,
         publisher: EventPublisher,
         worker_id: str,
     ) -> None:
@@ -50,7 +51,7 @@ class BatchTransitions:
         )
         if won:
             await self.publisher.publish(
-                "BatchStatusChanged",
+                EventType.BATCH_STATUS_CHANGED,
                 data={"batch_id": batch["_id"], "status": status.lower()},
                 metadata={
                     "batch_id": batch["_id"],

@@ -2,7 +2,11 @@
 storage in MongoDB ``events``, the recent-event replay stream in Redis
 (``replay.py``, ``WS_REPLAY_CACHE`` events; 0 turns it off) and ``GET /ws``.
 
-    await container_of(request).publisher.publish("BatchStatusChanged", data={...}, metadata={...})
+    await container_of(request).publisher.publish(
+        EventType.BATCH_STATUS_CHANGED, data={...}, metadata={...}
+    )
+
+(event types: :class:`orchestrator.event_types.EventType`, defined once).
 
 The container builds the publisher, the hub and the replay stream; ``setup`` adds ``/ws``.
 """

@@ -8,11 +8,10 @@ from typing import Any
 
 from provisioning_common.timeutil import as_utc
 
-from ..batches import model as batch_model
-from ..engine.model import FINAL_STATUSES
+from ..engine.model import FAILED, FINAL_STATUSES
+from ..rollback.model import ACTIVE_STATUSES as ACTIVE_ROLLBACK_STATUSES
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ACTIVE_ROLLBACK = ("Pending", "Running")
 
 
 def task_expired(task: Mapping[str, Any], cutoff: datetime) -> bool:
@@ -35,12 +34,12 @@ def batch_settled(batch: Mapping[str, Any] | None) -> bool:
     if batch is None:
         return True
     status = batch.get("status")
-    if status not in batch_model.FINISHED:
+    if status not in FINAL_STATUSES:
         return False
     rollback = batch.get("rollback")
-    if isinstance(rollback, Mapping) and rollback.get("status") in _ACTIVE_ROLLBACK:
+    if isinstance(rollback, Mapping) and rollback.get("status") in ACTIVE_ROLLBACK_STATUSES:
         return False
-    return not (status == batch_model.FAILED and batch.get("rollback_enabled") and not rollback)
+    return not (status == FAILED and batch.get("rollback_enabled") and not rollback)
 
 
 def attempt_numbers(task: Mapping[str, Any]) -> range:

@@ -5,12 +5,13 @@ once-per-pass deletions of old events and outbox history are range filters, run 
 the hot path.
 
 Collections: the engine's ``tasks``, ``task_attempts``, ``task_finals``,
-``task_cancels``, ``task_outputs`` and ``task_queue`` (through the
-:class:`~orchestrator.engine.TaskStore`'s handles, so their names live in one place),
-``events``, the outbox history collections ``<name>_history`` and
-``retention_runs`` (``_id = "retention:<slot start>"``: one document per pass, whose
-unique insert decides which replica runs it). Batches are read by ``_id`` through
-their own repository, never written."""
+``task_cancels``, ``task_outputs`` and ``task_queue`` (through the handles of the
+engine's task store, a :class:`~orchestrator.retention.ports.TaskStorePurge`, so their
+names live in one place), ``events``, the outbox history collections
+``<name>_history`` and ``retention_runs`` (``_id = "retention:<slot start>"``: one
+document per pass, whose unique insert decides which replica runs it). Batches are read
+by ``_id`` through the batch slice's repository (a
+:class:`~orchestrator.retention.ports.BatchReader`), never written."""
 
 from __future__ import annotations
 
@@ -26,10 +27,9 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from provisioning_common.mongo import Document, claim
 
-from ..batches.repository import BatchRepository
-from ..engine import TaskStore
 from ..engine.model import attempt_id
 from .model import attempt_numbers
+from .ports import BatchReader, TaskStorePurge
 
 EVENTS = "events"
 RUNS = "retention_runs"
@@ -53,9 +53,11 @@ async def _delete_ids(collection: AsyncCollection[Document], ids: Sequence[str])
 
 
 class RetentionRepository:
-    def __init__(self, store: TaskStore, db: AsyncDatabase[Document]) -> None:
+    def __init__(
+        self, store: TaskStorePurge, db: AsyncDatabase[Document], batches: BatchReader
+    ) -> None:
         self.store = store
-        self.batches = BatchRepository(db)
+        self.batches = batches
         self.events = db[EVENTS]
         self.runs = db[RUNS]
         self.history = tuple(db[f"{name}_history"] for name in OUTBOX_NAMES)

@@ -10,14 +10,14 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from orchestrator.batches.model import COMPLETED, FAILED, FINISHED, RUNNING
-from orchestrator.batches.repository import BatchRepository
 from orchestrator.engine import Engine
+from orchestrator.engine.model import COMPLETED, FAILED, FINAL_STATUSES, RUNNING
+from orchestrator.event_types import EventType
 from orchestrator.events import EventPublisher
-from orchestrator.state.repository import SnapshotRepository
 from provisioning_common.timeutil import as_utc, utcnow
 
 from .compensation import compensation_plan, compensation_spec
+from .ports import BatchRecords, Snapshots
 from .repository import RollbackRepository
 
 
@@ -25,9 +25,9 @@ class AutomaticRollback:
     def __init__(
         self,
         *,
-        batches: BatchRepository,
+        batches: BatchRecords,
         ledger: RollbackRepository,
-        snapshots: SnapshotRepository,
+        snapshots: Snapshots,
         engine: Engine,
         publisher: EventPublisher,
         worker_id: str,
@@ -52,7 +52,7 @@ class AutomaticRollback:
         if rb is None:
             await self._start(batch, tasks, now)
             return
-        if rb["status"] in FINISHED:
+        if rb["status"] in FINAL_STATUSES:
             return
         comp_tasks = {t: tasks.get(t) for t in rb["task_ids"]}
         missing = {t for t, doc in comp_tasks.items() if doc is None}
@@ -67,7 +67,7 @@ class AutomaticRollback:
             )
             return
         statuses = [str(doc["status"]) for doc in comp_tasks.values() if doc is not None]
-        if all(s in FINISHED for s in statuses):
+        if all(s in FINAL_STATUSES for s in statuses):
             executed = sum(1 for s in statuses if s == COMPLETED)
             rb = {
                 **rb,
@@ -114,7 +114,7 @@ class AutomaticRollback:
         # missing tasks the next pass creates (deterministic ids).
         await self.batches.update(batch["_id"], {"rollback": rb, "rolled_back": not plan_items})
         await self.publisher.publish(
-            "RollbackStarted",
+            EventType.ROLLBACK_STARTED,
             data={
                 "batch_id": batch["_id"],
                 "rollback_id": rb["rollback_id"],
@@ -146,7 +146,7 @@ class AutomaticRollback:
         await self.batches.update(
             batch["_id"], {"rollback": rb, "rolled_back": rb["status"] == COMPLETED}
         )
-        if rb["status"] in FINISHED:
+        if rb["status"] in FINAL_STATUSES:
             await self._done(batch, rb)  # once, by its own claim
             return
         await self.drive({**batch, "rollback": rb}, tasks, utcnow())
@@ -203,7 +203,7 @@ class AutomaticRollback:
             },
         )
         await self.publisher.publish(
-            "RollbackCompleted",
+            EventType.ROLLBACK_COMPLETED,
             data={
                 "batch_id": batch["_id"],
                 "rollback_id": rb["rollback_id"],

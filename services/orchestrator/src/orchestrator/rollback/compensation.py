@@ -8,8 +8,9 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from orchestrator.batches.model import COMPLETED, task_id
+from orchestrator.batches.model import task_id
 from orchestrator.engine import TaskSpec as EngineTaskSpec
+from orchestrator.engine.model import COMPLETED
 from provisioning_common.timeutil import as_utc
 
 from .model import PURPOSE_COMPENSATION

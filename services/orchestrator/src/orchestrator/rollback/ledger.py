@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from orchestrator.batches.model import COMPLETED
+from orchestrator.engine.model import COMPLETED
 from provisioning_common.timeutil import as_utc, utcnow
 
 from .compensation import task_owner

@@ -7,12 +7,18 @@ from typing import Any
 
 import bson
 
+from orchestrator.engine.model import TaskStatus
 from orchestrator.state.model import format_size, mean
 
 # ``metadata.purpose`` of an engine task: a batch's own work, or a compensation
 # that undoes an applied task (created by an automatic or a requested rollback).
 PURPOSE_RUN = "run"
 PURPOSE_COMPENSATION = "compensation"
+
+# A rollback's status (a batch's automatic ``rollback.status`` and a requested rollback's
+# record) is one of the contract's task statuses: Running until its compensations have
+# finished, then Completed or Failed. Active ones are still looked after.
+ACTIVE_STATUSES = frozenset({TaskStatus.PENDING, TaskStatus.RUNNING})
 
 
 def state_size(state: Mapping[str, Any]) -> int:

@@ -11,6 +11,7 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
+from orchestrator.engine.model import TaskStatus
 from provisioning_common.mongo import Document, IndexSpec, claim, ensure_indexes
 
 LEDGER = "operations_ledger"
@@ -120,7 +121,7 @@ class RollbackRepository:
 
     async def finished_rollbacks(self) -> list[Document]:
         cursor = self.rollbacks.find(
-            {"status": {"$in": ["Completed", "Failed"]}},
+            {"status": {"$in": [TaskStatus.COMPLETED, TaskStatus.FAILED]}},
             {"success": 1, "duration": 1},
         )
         return [d async for d in cursor]

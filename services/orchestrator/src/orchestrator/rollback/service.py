@@ -13,17 +13,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.auth.resources import command_action, command_resource
-from orchestrator.batches.model import COMPLETED, FAILED, FINISHED, RUNNING
-from orchestrator.batches.repository import BatchRepository
 from orchestrator.engine import Engine
+from orchestrator.engine.model import COMPLETED, FAILED, FINAL_STATUSES, RUNNING
+from orchestrator.event_types import EventType
 from orchestrator.events import EventPublisher
-from orchestrator.state.repository import SnapshotRepository
 from provisioning_common.errors import Conflict, NotFound, UnprocessableEntity
 from provisioning_common.mongo import Document
 from provisioning_common.timeutil import utcnow
 
 from . import model
 from .compensation import compensation_spec
+from .ports import BatchRecords, Snapshots
 from .repository import RollbackRepository
 
 _STATE_FIELDS_DROPPED = ("snapshot_state",)
@@ -32,8 +32,8 @@ _STATE_FIELDS_DROPPED = ("snapshot_state",)
 @dataclass
 class RollbackContext:
     repo: RollbackRepository
-    batches: BatchRepository
-    snapshots: SnapshotRepository
+    batches: BatchRecords
+    snapshots: Snapshots
     engine: Engine
     publisher: EventPublisher
     worker_id: str
@@ -101,7 +101,7 @@ async def _refuse_if_busy(ctx: RollbackContext, batch_ids: set[str]) -> None:
         if batch is None:
             continue
         rb = batch.get("rollback") or {}
-        if batch["status"] not in FINISHED or rb.get("status") == RUNNING:
+        if batch["status"] not in FINAL_STATUSES or rb.get("status") == RUNNING:
             raise Conflict(f"Batch {batch_id} is running; try again when it has finished")
 
 
@@ -172,7 +172,7 @@ async def execute(
     }
     await ctx.repo.insert_rollback(record)
     await ctx.publisher.publish(
-        "RollbackStarted",
+        EventType.ROLLBACK_STARTED,
         data={"rollback_id": rollback_id, "checkpoint_id": checkpoint_id, "operations": len(owned)},
         metadata={"rollback_id": rollback_id, "owner": owner},
     )
@@ -231,7 +231,7 @@ async def execute(
         },
     )
     await ctx.publisher.publish(
-        "RollbackCompleted",
+        EventType.ROLLBACK_COMPLETED,
         data=dict(result),
         metadata={"rollback_id": rollback_id, "owner": owner},
     )
@@ -245,7 +245,7 @@ async def _wait_final(ctx: RollbackContext, task_ids: Sequence[str]) -> dict[str
     while task_ids:
         docs = await ctx.engine.store.get_many([t for t in task_ids if t not in finals])
         for tid, doc in docs.items():
-            if doc["status"] in FINISHED:
+            if doc["status"] in FINAL_STATUSES:
                 finals[tid] = str(doc["status"])
         if len(finals) == len(task_ids) or time.monotonic() >= deadline:
             break

@@ -4,14 +4,27 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
+from orchestrator.engine.model import COMPLETED, FINAL_STATUSES, PENDING, RUNNING, wire_status
 from provisioning_common.timeutil import as_utc
 
-FINISHED = frozenset({"Completed", "Failed", "Cancelled"})
-HEALTHY = "Healthy"
-DEGRADED = "Degraded"
-UNHEALTHY = "Unhealthy"
+# A workflow is a task or a batch: both have the contract's task statuses.
+FINISHED = FINAL_STATUSES
+
+
+class Health(StrEnum):
+    """A component's health, and the overall one (``GET /state/system/health``)."""
+
+    HEALTHY = "Healthy"
+    DEGRADED = "Degraded"
+    UNHEALTHY = "Unhealthy"
+
+
+HEALTHY = Health.HEALTHY
+DEGRADED = Health.DEGRADED
+UNHEALTHY = Health.UNHEALTHY
 
 
 def mean(values: Iterable[float]) -> float | None:
@@ -26,7 +39,7 @@ def task_remaining(task: Mapping[str, Any], expected: float | None, now: datetim
         return 0.0
     if expected is None:
         return None
-    if status == "Running" and task.get("started_at"):
+    if status == RUNNING and task.get("started_at"):
         elapsed = (now - as_utc(task["started_at"])).total_seconds()
         by_progress = expected * (1 - float(task.get("progress") or 0.0) / 100.0)
         return max(0.0, min(by_progress, expected - elapsed) if elapsed < expected else by_progress)
@@ -37,7 +50,7 @@ def task_progress_view(
     task: Mapping[str, Any], expected: float | None, now: datetime
 ) -> dict[str, Any]:
     status = task.get("status")
-    progress = 100.0 if status == "Completed" else float(task.get("progress") or 0.0)
+    progress = 100.0 if status == COMPLETED else float(task.get("progress") or 0.0)
     remaining = task_remaining(task, expected, now)
     return {
         "workflow_id": str(task["_id"]),
@@ -45,7 +58,7 @@ def task_progress_view(
         "status": status,
         "progress": round(progress, 1),
         "current_step": task.get("current_step")
-        or (task.get("name") if status == "Running" else None),
+        or (task.get("name") if status == RUNNING else None),
         "total_steps": 1,
         "completed_steps": 1 if status in FINISHED else 0,
         "estimated_time_remaining": None if remaining is None else round(remaining),
@@ -75,7 +88,7 @@ def batch_progress_view(
             done += 1
             share += 1.0
             continue
-        if status == "Running":
+        if status == RUNNING:
             share += float(task.get("progress") or 0.0) / 100.0
             current = current or task.get("current_step") or task.get("name")
         left = task_remaining(task, expected_by_kind.get(str(task.get("kind"))), now)
@@ -93,7 +106,7 @@ def batch_progress_view(
     else:
         # Work left spread over the slots the batch may use at once.
         eta = sum(remaining) / parallel
-    progress = 100.0 if batch["status"] == "Completed" else (100.0 * share / total if total else 0)
+    progress = 100.0 if batch["status"] == COMPLETED else (100.0 * share / total if total else 0)
     return {
         "workflow_id": str(batch["_id"]),
         "type": "batch",
@@ -114,7 +127,7 @@ def task_snapshots(
         {
             "snapshot_id": f"{task['_id']}:created",
             "timestamp": task["created_at"],
-            "state": "pending",
+            "state": wire_status(PENDING),
             "details": {"name": task.get("name"), "command": task.get("command")},
         }
     ]
@@ -123,12 +136,12 @@ def task_snapshots(
             {
                 "snapshot_id": f"{task['_id']}:{att.get('attempt')}:running",
                 "timestamp": att.get("started_at"),
-                "state": "running",
+                "state": wire_status(RUNNING),
                 "details": {"attempt": att.get("attempt"), "worker_id": att.get("worker_id")},
             }
         )
         ended = att.get("status")
-        if att.get("ended_at") and ended and ended != "Running" and ended != task.get("status"):
+        if att.get("ended_at") and ended and ended != RUNNING and ended != task.get("status"):
             out.append(
                 {
                     "snapshot_id": f"{task['_id']}:{att.get('attempt')}:{str(ended).lower()}",
@@ -168,7 +181,7 @@ def format_size(size: int) -> str:
     return f"{size}B"  # pragma: no cover
 
 
-def overall_status(components: Mapping[str, str]) -> str:
+def overall_status(components: Mapping[str, str]) -> Health:
     states = set(components.values())
     if states == {HEALTHY}:
         return HEALTHY

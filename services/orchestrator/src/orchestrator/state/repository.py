@@ -1,4 +1,5 @@
-"""The only code that touches ``state_snapshots`` and reads database statistics."""
+"""The only code that touches ``state_snapshots`` and reads database statistics (task
+statistics through the engine's store, a :class:`~orchestrator.state.ports.TaskReader`)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from typing import Any
 from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
+from orchestrator.engine.model import COMPLETED
 from provisioning_common.mongo import Document, IndexSpec, claim, ensure_indexes
 
-from ..engine import TaskStore
+from .ports import TaskReader
 
 SNAPSHOTS = "state_snapshots"
 
@@ -88,7 +90,7 @@ class TaskStatsRepository:
     from the maintained task index, durations from a bounded page of the newest
     Completed tasks (never an aggregate over history; DESIGN §3)."""
 
-    def __init__(self, store: TaskStore) -> None:
+    def __init__(self, store: TaskReader) -> None:
         self.store = store
 
     async def recent_durations(
@@ -100,7 +102,7 @@ class TaskStatsRepository:
     ) -> list[float]:
         # A kind filter looks a little further back for enough samples, still bounded.
         wanted = limit if kind is None else min(limit * 4, 400)
-        key = self.store.index.key(status="Completed", standalone=standalone)
+        key = self.store.index.key(status=COMPLETED, standalone=standalone)
         ids = await self.store.index.page(key, 0, wanted)
         docs = await self.store.get_many(ids)
         out: list[float] = []

@@ -12,13 +12,13 @@ from typing import Any
 
 import psutil
 
-from orchestrator.batches.repository import BatchRepository
-from orchestrator.engine.store import TaskStore
+from orchestrator.engine.model import CANCELLED, COMPLETED, FAILED, PENDING, RUNNING
 from provisioning_common.envelope import format_timestamp
 from provisioning_common.errors import NotFound
 from provisioning_common.timeutil import utcnow
 
 from . import model
+from .ports import BatchReader, TaskReader
 from .repository import SnapshotRepository, TaskStatsRepository
 
 Probe = Callable[[], Awaitable[bool]]
@@ -26,8 +26,8 @@ Probe = Callable[[], Awaitable[bool]]
 
 @dataclass
 class StateContext:
-    batches: BatchRepository
-    store: TaskStore
+    batches: BatchReader
+    store: TaskReader
     snapshots: SnapshotRepository
     stats: TaskStatsRepository
     storage_probe: Probe
@@ -106,10 +106,10 @@ async def system_metrics(ctx: StateContext) -> dict[str, Any]:
     load = await asyncio.to_thread(_host_load)  # cpu_percent samples for 0.1 s
     return {
         "total_workflows": sum(counts.values()),
-        "active_workflows": counts.get("Pending", 0) + counts.get("Running", 0),
-        "completed_workflows": counts.get("Completed", 0),
-        "failed_workflows": counts.get("Failed", 0),
-        "cancelled_workflows": counts.get("Cancelled", 0),
+        "active_workflows": counts.get(PENDING, 0) + counts.get(RUNNING, 0),
+        "completed_workflows": counts.get(COMPLETED, 0),
+        "failed_workflows": counts.get(FAILED, 0),
+        "cancelled_workflows": counts.get(CANCELLED, 0),
         "system_load": load,
     }
 

@@ -17,25 +17,42 @@ The status is read from ``data.status`` (any case)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from enum import StrEnum
 from typing import Any
 
+from orchestrator.engine.model import COMPLETED, FAILED, wire_status
+from orchestrator.event_types import EventType
+from provisioning_common import outbox
+
+
+class DeliveryStatus(StrEnum):
+    """A webhook delivery's status: the status of its item in the outbox
+    (``provisioning_common.outbox``, whose values these are)."""
+
+    PENDING = outbox.PENDING
+    DELIVERING = outbox.DELIVERING
+    SUCCEEDED = outbox.SUCCEEDED
+    FAILED = outbox.FAILED
+
+
 SOURCE_EVENT_TYPES = (
-    "TaskStatusChanged",
-    "BatchStatusChanged",
-    "BatchCompleted",
-    "BatchFailed",
-    "RollbackCompleted",
-    "RollbackStatusChanged",
+    EventType.TASK_STATUS_CHANGED,
+    EventType.BATCH_STATUS_CHANGED,
+    EventType.BATCH_COMPLETED,
+    EventType.BATCH_FAILED,
+    EventType.ROLLBACK_COMPLETED,
+    EventType.ROLLBACK_STATUS_CHANGED,
 )
-_BY_STATUS = {
-    "TaskStatusChanged": ("task", {"completed", "failed"}),
-    "BatchStatusChanged": ("batch", {"completed", "failed"}),
-    "RollbackStatusChanged": ("rollback", {"completed"}),
+_ENDED = {wire_status(COMPLETED), wire_status(FAILED)}  # "completed", "failed"
+_BY_STATUS: dict[str, tuple[str, set[str]]] = {
+    EventType.TASK_STATUS_CHANGED: ("task", _ENDED),
+    EventType.BATCH_STATUS_CHANGED: ("batch", _ENDED),
+    EventType.ROLLBACK_STATUS_CHANGED: ("rollback", {wire_status(COMPLETED)}),
 }
-_FIXED = {
-    "BatchCompleted": "batch.completed",
-    "BatchFailed": "batch.failed",
-    "RollbackCompleted": "rollback.completed",
+_FIXED: dict[str, str] = {
+    EventType.BATCH_COMPLETED: "batch.completed",
+    EventType.BATCH_FAILED: "batch.failed",
+    EventType.ROLLBACK_COMPLETED: "rollback.completed",
 }
 # Large free text is cut so that a delivery stays small; the full text is in the API.
 MAX_TEXT = 4096

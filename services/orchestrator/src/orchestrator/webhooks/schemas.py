@@ -7,12 +7,12 @@ from typing import Any
 
 from marshmallow import Schema, fields, validate
 
-from provisioning_common.outbox import DELIVERING, FAILED, PENDING, SUCCEEDED
 from provisioning_common.pagination import PageQuery
 
 from .config import WEBHOOK_EVENTS
+from .model import DeliveryStatus
 
-DELIVERY_STATUSES = (PENDING, DELIVERING, SUCCEEDED, FAILED)
+DELIVERY_STATUSES = tuple(DeliveryStatus)
 
 
 class DeliveryQuery(PageQuery):
@@ -68,7 +68,7 @@ def delivery_view(doc: Mapping[str, Any], attempts: Sequence[Mapping[str, Any]])
         "max_attempts": int(doc.get("max_attempts") or 0),
         "created_at": doc.get("created_at"),
         "updated_at": doc.get("updated_at"),
-        "next_attempt_at": doc.get("next_attempt_at") if status == PENDING else None,
+        "next_attempt_at": doc.get("next_attempt_at") if status == DeliveryStatus.PENDING else None,
         "delivered_at": doc.get("delivered_at"),
         "last_status_code": doc.get("last_status_code"),
         "last_error": doc.get("last_error"),

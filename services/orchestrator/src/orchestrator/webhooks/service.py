@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -31,14 +31,13 @@ from provisioning_common.mongo import IndexSpec
 from provisioning_common.outbox import AttemptResult, Outbox, OutboxItem, RetryPolicy
 from provisioning_common.webhooks import build_signed_delivery, serialize_unsigned
 
-from ..events.repository import EventRepository
 from ..metrics import WEBHOOK_DELIVERIES
 from .config import WebhookSettings, display_url
 from .model import webhook_data, webhook_event
+from .ports import EventInbox, TaskLookup
 
 log = logging.getLogger(__name__)
 
-TaskLookup = Callable[[str], Awaitable[Mapping[str, Any] | None]]
 PAGE = 200  # inbox entries per read
 USER_AGENT = "provisioning-orchestrator-webhooks/1"
 _MAX_RESPONSE_BYTES = 64 * 1024
@@ -55,7 +54,7 @@ class WebhookService:
         self,
         settings: WebhookSettings,
         outbox_db: Any,
-        events: EventRepository,
+        events: EventInbox,
         *,
         bus: EventBus | None = None,
         task_lookup: TaskLookup | None = None,
