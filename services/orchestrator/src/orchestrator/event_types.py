@@ -11,6 +11,7 @@ class EventType(StrEnum):
     TASK_PROGRESS = "TaskProgress"
     TASK_OUTPUT = "TaskOutput"
     BATCH_STATUS_CHANGED = "BatchStatusChanged"
+    BATCH_PROGRESS = "BatchProgress"
     BATCH_COMPLETED = "BatchCompleted"
     BATCH_FAILED = "BatchFailed"
     ROLLBACK_STARTED = "RollbackStarted"

@@ -71,7 +71,7 @@ class BatchTransitions:
             return
         total = max(1, int(batch.get("total_tasks") or 0))
         await self.publisher.publish(
-            "BatchProgress",
+            EventType.BATCH_PROGRESS,
             data={
                 "batch_id": batch["_id"],
                 "progress": round(100.0 * finished / total, 1),
