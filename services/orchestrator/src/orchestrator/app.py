@@ -38,13 +38,8 @@ from .workflows.setup import setup as workflows_setup
 Feature = Callable[[web.Application, Container], None]
 
 
-def app_only(setup: Callable[[web.Application], None]) -> Feature:
-    """A feature whose ``setup(app)`` needs nothing from the container."""
-
-    def feature(app: web.Application, container: Container) -> None:
-        setup(app)
-
-    return feature
+def console_setup(app: web.Application, container: Container) -> None:
+    console.setup(app, container.settings.console)
 
 
 # Routes and middleware, in this order (the console's middleware goes in front of the
@@ -58,7 +53,7 @@ FEATURES: list[Feature] = [
     batches_setup,
     state_setup,
     rollback_setup,
-    app_only(console.setup),
+    console_setup,
 ]
 
 

@@ -13,6 +13,7 @@ from provisioning_common.config import CommonSettings, ConfigError, EnvReader, R
 from .audit.settings import AuditSettings
 from .auth.settings import AuthSettings
 from .batches.settings import BatchSettings
+from .console.settings import ConsoleSettings
 from .engine.process import clean_env
 from .engine.settings import EngineSettings
 from .events.settings import WsSettings
@@ -37,6 +38,7 @@ class Settings:
     audit: AuditSettings
     webhooks: WebhookSettings
     retention: RetentionSettings
+    console: ConsoleSettings
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -67,4 +69,5 @@ class Settings:
             # Read now so that a bad [webhooks] section stops the start with its message.
             webhooks=WebhookSettings.from_toml(common.toml),
             retention=RetentionSettings.from_env(reader),
+            console=ConsoleSettings.from_env(reader),
         )

@@ -17,8 +17,7 @@ from .settings import ConsoleSettings
 __all__ = ["ConsoleSettings", "setup"]
 
 
-def setup(app: web.Application) -> None:
-    settings = ConsoleSettings.from_env()
+def setup(app: web.Application, settings: ConsoleSettings) -> None:
     if not settings.enabled:
         return
     app[CONSOLE_SETTINGS] = settings

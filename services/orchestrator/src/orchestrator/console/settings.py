@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,8 +20,7 @@ class ConsoleSettings:
     control_center_url: str
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> ConsoleSettings:
-        reader = EnvReader(env)
+    def from_env(cls, reader: EnvReader) -> ConsoleSettings:
         url = reader.optional("CONTROL_CENTER_PUBLIC_URL") or reader.str(
             "CONTROL_CENTER_URL", "http://127.0.0.1:9080"
         )
