@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -12,6 +11,7 @@ from typing import Any
 
 import aiohttp
 
+from provisioning_common.aio import BackgroundTasks
 from provisioning_common.envelope import format_timestamp
 from provisioning_common.outbox import AttemptResult, Outbox, OutboxItem, RetryPolicy
 from provisioning_common.remote_auth import ServiceTokenClient
@@ -48,19 +48,15 @@ class AuditService:
         self.outbox = Outbox(
             db, "audit", policy=policy, deliver_batch=self._deliver_batch, on_attempt=_count
         )
-        self._task: asyncio.Task[None] | None = None
+        self._loops = BackgroundTasks()
 
     async def start(self) -> None:
         await self.outbox.ensure_indexes()
         if self.settings.enabled:
-            self._task = asyncio.create_task(self.outbox.run(), name="audit-outbox")
+            self._loops.start(self.outbox.run(), "audit-outbox")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loops.stop()
 
     async def record(
         self,

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from orchestrator.rollback.ledger import LedgerRecorder
-from provisioning_common.aio import wait_event
+from provisioning_common.aio import BackgroundTasks, wait_event
 
 from .model import needs_coordinator
 from .reconcile import BatchReconciler
@@ -43,6 +43,7 @@ class BatchCoordinator:
         self._dirty: set[str] = set()
         self._not_before: dict[str, float] = {}  # monotonic time of a batch's next pass
         self._task: asyncio.Task[None] | None = None
+        self._loops = BackgroundTasks()
         self.last_tick: float | None = None  # monotonic time of the last full pass
         self.last_error: str | None = None
 
@@ -59,14 +60,11 @@ class BatchCoordinator:
         self._wake.set()
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="batch-coordinator")
+        self._task = self._loops.start(self._run(), "batch-coordinator")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loops.stop()
+        self._task = None
 
     def healthy(self) -> bool:
         """Running, and its last full pass is recent (three intervals, at least 5 s)."""

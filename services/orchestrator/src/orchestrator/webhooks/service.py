@@ -24,7 +24,7 @@ from typing import Any
 
 import aiohttp
 
-from provisioning_common.aio import wait_event
+from provisioning_common.aio import BackgroundTasks, wait_event
 from provisioning_common.envelope import format_timestamp
 from provisioning_common.events import EVENTS_CHANNEL, EventBus
 from provisioning_common.mongo import IndexSpec
@@ -81,7 +81,7 @@ class WebhookService:
         )
         self._session: aiohttp.ClientSession | None = None
         self._wake = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._loops = BackgroundTasks()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -92,20 +92,13 @@ class WebhookService:
         self._session = aiohttp.ClientSession(
             headers={"User-Agent": USER_AGENT}, cookie_jar=aiohttp.DummyCookieJar()
         )
-        self._tasks = [
-            asyncio.create_task(self._scan_loop(), name="webhooks-scan"),
-            asyncio.create_task(self.outbox.run(), name="webhooks-outbox"),
-        ]
+        self._loops.start(self._scan_loop(), "webhooks-scan")
+        self._loops.start(self.outbox.run(), "webhooks-outbox")
         if self.bus is not None:
-            self._tasks.append(asyncio.create_task(self._listen(), name="webhooks-listen"))
+            self._loops.start(self._listen(), "webhooks-listen")
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
+        await self._loops.stop()
         if self._session is not None:
             await self._session.close()
             self._session = None
