@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from collections.abc import Callable
+from urllib.parse import urljoin
 
 import aiohttp
 import pytest
@@ -54,6 +56,22 @@ def test_health_is_public_and_everything_else_needs_a_token(services: Services) 
         )
         assert resp.status_code == 401
         assert resp.json()["success"] is False
+
+
+def test_docs_page_and_its_assets_are_public(services: Services) -> None:
+    """The /docs page loads its Swagger UI files from /docs/... without a token; the
+    API behind it still needs one."""
+    for url in (services.orch_url, services.cc_url):
+        page = requests.get(f"{url}/docs", timeout=10)
+        assert page.status_code == 200, page.text
+        assert "script-src 'self'" in page.headers["Content-Security-Policy"]
+        assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+        assert assets
+        for asset in assets:
+            resp = requests.get(urljoin(f"{url}/docs", asset), timeout=10)
+            assert resp.status_code == 200, (url, asset, resp.status_code)
+    resp = requests.get(f"{services.orch_url}/docs/../tasks", timeout=10)
+    assert resp.status_code in (401, 404)
 
 
 def test_service_and_refresh_tokens_are_not_access_tokens(services: Services) -> None:

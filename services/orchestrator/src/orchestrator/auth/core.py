@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from provisioning_common.errors import Forbidden, Unauthorized
+from provisioning_common.openapi import DOCS_ASSETS_PREFIX
 from provisioning_common.remote_auth import Principal
 from provisioning_common.tokens import bearer_token
 from provisioning_common.webapp import client_ip, enforce_rate_limit
@@ -117,7 +118,11 @@ def authenticated_only(handler: Handler) -> Handler:
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path in PUBLIC_PATHS or request.method == "OPTIONS":
+    if (
+        request.path in PUBLIC_PATHS
+        or request.path.startswith(DOCS_ASSETS_PREFIX)  # the /docs page's static files
+        or request.method == "OPTIONS"
+    ):
         return await handler(request)
     token = bearer_token(request.headers.get("Authorization"))
     if token is None:

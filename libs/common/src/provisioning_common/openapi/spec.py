@@ -1,29 +1,16 @@
-"""OpenAPI 3 documents generated from the routes and their marshmallow schemas.
-
-Handlers carry their documentation with :func:`api_doc` (metadata only, no
-behaviour change); :func:`build_spec` walks ``app.router`` and turns every route
-into an operation with apispec's MarshmallowPlugin, wrapping response schemas
-in the contract's envelope and adding the error responses the shared
-middleware, validation, auth and rate limiting can produce.
-:func:`add_openapi_routes` serves ``/openapi.json`` and a self-contained
-``/docs`` page (no CDN at run time).
-
-Usage::
-
-    @api_doc(summary="Create a server", tags=["servers"], body=ServerIn,
-             response=ServerOut, responses={201: "Server created", 409: "Exists"})
-    async def create_server(request: web.Request) -> web.Response: ...
-"""
+"""The OpenAPI 3 document of an application, generated from its routes and their
+marshmallow schemas: :func:`build_spec` walks ``app.router`` and turns every route
+into an operation with apispec's MarshmallowPlugin, wrapping response schemas in the
+contract's envelope and adding the error responses the shared middleware,
+validation, auth and rate limiting can produce."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import inspect
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
 
 from aiohttp import hdrs, web
 from apispec import APISpec
@@ -31,16 +18,11 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from apispec.ext.marshmallow.common import resolve_schema_cls
 from marshmallow import Schema
 
-from .envelope import dumps
-from .pagination import DEFAULT_LIMIT, MAX_LIMIT
-
-__all__ = ["ApiDoc", "add_openapi_routes", "api_doc", "build_spec", "get_api_doc"]
-
-F = TypeVar("F", bound=Callable[..., Any])
+from ..pagination import DEFAULT_LIMIT, MAX_LIMIT
+from .metadata import ApiDoc, get_api_doc
 
 OPENAPI_VERSION = "3.0.3"
 SECURITY_SCHEME = "bearerAuth"
-_ATTR = "__api_doc__"
 _SKIPPED_METHODS = {hdrs.METH_HEAD, hdrs.METH_OPTIONS}
 _PARAM = re.compile(r"\{([^}:]+)(?::[^}]*)?\}")
 
@@ -64,61 +46,7 @@ _PAGE_HEADERS = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class ApiDoc:
-    summary: str
-    tags: tuple[str, ...] = ()
-    body: type[Schema] | None = None
-    query: type[Schema] | None = None
-    response: type[Schema] | None = None
-    many: bool = False
-    responses: Mapping[int, str] = field(default_factory=dict)
-    auth: bool = True
-    description: str | None = None
-
-
-def api_doc(
-    *,
-    summary: str,
-    tags: Sequence[str] = (),
-    body: type[Schema] | None = None,
-    query: type[Schema] | None = None,
-    response: type[Schema] | None = None,
-    many: bool = False,
-    responses: Mapping[int, str] | None = None,
-    auth: bool = True,
-) -> Callable[[F], F]:
-    """Attach OpenAPI metadata to a handler; the handler itself is returned unchanged.
-
-    ``responses`` adds or overrides status descriptions; its lowest 2xx code (if
-    any) is the success status (``204`` means no body), otherwise ``200``.
-    ``many=True`` documents a paginated list (``limit``/``offset`` and the
-    pagination headers)."""
-    doc = ApiDoc(
-        summary=summary,
-        tags=tuple(tags),
-        body=body,
-        query=query,
-        response=response,
-        many=many,
-        responses=dict(responses or {}),
-        auth=auth,
-    )
-
-    def decorate(handler: F) -> F:
-        target = handler.__func__ if inspect.ismethod(handler) else handler
-        setattr(target, _ATTR, doc)
-        return handler
-
-    return decorate
-
-
-def get_api_doc(handler: Any) -> ApiDoc | None:
-    doc = getattr(handler, _ATTR, None)
-    return doc if isinstance(doc, ApiDoc) else None
-
-
-# Routes the shared scaffolding adds (webapp.add_operational_routes and this module),
+# Routes the shared scaffolding adds (webapp.add_operational_routes and .docs_page),
 # documented here so that they need no decorator in the shared code.
 _BUILTIN: dict[tuple[str, str], ApiDoc] = {
     ("GET", "/health"): ApiDoc(summary="Liveness check", tags=("operations",), auth=False),
@@ -166,6 +94,8 @@ def _iter_routes(app: web.Application, prefix: str = "") -> Iterator[_Route]:
         if isinstance(resource, web.PrefixedSubAppResource):
             yield from _iter_routes(resource._app, prefix + resource.canonical)
             continue
+        if isinstance(resource, web.StaticResource):
+            continue  # files (the /docs page's assets), not API operations
         path = prefix + resource.canonical
         for route in resource:
             method = route.method.upper()
@@ -397,104 +327,3 @@ def _operation_id(route: _Route, used: set[str]) -> str:
         candidate, n = f"{base}_{n}", n + 1
     used.add(candidate)
     return candidate
-
-
-# ---------------------------------------------------------------- serving
-
-_DOCS_STYLE = """
-body{font:14px/1.45 system-ui,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
-header{background:#1d2330;color:#fff;padding:14px 24px}header h1{margin:0;font-size:20px}
-main{max-width:1100px;margin:0 auto;padding:16px 24px}
-details{background:#fff;border:1px solid #d9dde3;border-radius:6px;margin:6px 0}
-summary{cursor:pointer;padding:8px 12px;font-family:ui-monospace,monospace}
-.m{display:inline-block;min-width:64px;font-weight:700;text-transform:uppercase}
-.get{color:#1b7f3b}.post{color:#1f5fbf}.put,.patch{color:#a06200}.delete{color:#b3261e}
-.s{color:#555;font-family:system-ui,sans-serif;margin-left:8px}.lock{margin-left:6px}
-.b{padding:4px 16px 12px}pre{background:#f0f2f5;padding:8px;border-radius:4px;overflow:auto}
-h2{margin-top:24px;font-size:16px;text-transform:capitalize}table{border-collapse:collapse}
-td,th{border:1px solid #e1e4e8;padding:3px 8px;text-align:left;vertical-align:top}
-"""
-
-_DOCS_SCRIPT = """
-(function(){
-  function el(tag, cls, text){var e=document.createElement(tag);
-    if(cls){e.className=cls;} if(text!==undefined){e.textContent=text;} return e;}
-  function resolve(spec, s){var seen=0;
-    while(s&&s.$ref&&seen<20){var p=s.$ref.replace('#/','').split('/');s=spec;
-      for(var i=0;i<p.length;i++){s=s[p[i]];} seen++;} return s;}
-  function expand(spec, s, depth){s=resolve(spec,s); if(!s||depth>6){return s;}
-    var out={}; for(var k in s){var v=s[k];
-      if(k==='properties'){out[k]={}; for(var n in v){out[k][n]=expand(spec,v[n],depth+1);}}
-      else if(k==='items'){out[k]=expand(spec,v,depth+1);} else {out[k]=v;}} return out;}
-  function block(title, obj){var d=el('div'); d.appendChild(el('strong',null,title));
-    var pre=el('pre'); pre.textContent=JSON.stringify(obj,null,2); d.appendChild(pre); return d;}
-  fetch('openapi.json',{headers:{'Accept':'application/json'}}).then(function(r){return r.json();})
-  .then(function(spec){
-    document.getElementById('title').textContent=spec.info.title+' '+spec.info.version;
-    var main=document.getElementById('ops'); var groups={};
-    Object.keys(spec.paths).forEach(function(path){var item=spec.paths[path];
-      Object.keys(item).forEach(function(method){var op=item[method];
-        var tag=(op.tags&&op.tags[0])||'other';
-        (groups[tag]=groups[tag]||[]).push([method,path,op]);});});
-    Object.keys(groups).sort().forEach(function(tag){main.appendChild(el('h2',null,tag));
-      groups[tag].forEach(function(x){var method=x[0],path=x[1],op=x[2];
-        var d=el('details'); var s=el('summary'); s.appendChild(el('span','m '+method,method));
-        s.appendChild(document.createTextNode(path)); s.appendChild(el('span','s',op.summary||''));
-        if(op.security&&op.security.length){s.appendChild(el('span','lock','\\uD83D\\uDD12'));}
-        d.appendChild(s); var b=el('div','b');
-        if(op.parameters&&op.parameters.length){var t=el('table');
-          var h=el('tr'); ['name','in','required','schema'].forEach(function(c){
-            h.appendChild(el('th',null,c));});
-          t.appendChild(h); op.parameters.forEach(function(p){var r=el('tr');
-            [p.name,p['in'],String(!!p.required),JSON.stringify(p.schema)].forEach(function(c){
-              r.appendChild(el('td',null,c));});
-            t.appendChild(r);}); b.appendChild(el('strong',null,'Parameters')); b.appendChild(t);}
-        if(op.requestBody){var c=op.requestBody.content['application/json'];
-          b.appendChild(block('Request body', expand(spec,c.schema,0)));}
-        Object.keys(op.responses).forEach(function(code){var r=op.responses[code];
-          var c=r.content&&(r.content['application/json']||r.content[Object.keys(r.content)[0]]);
-          b.appendChild(block(code+' '+(r.description||''), c?expand(spec,c.schema,0):{}));});
-        d.appendChild(b); main.appendChild(d);});});
-  }).catch(function(e){
-    document.getElementById('ops').textContent='Could not load openapi.json: '+e;});
-})();
-"""
-
-
-def _csp_hash(text: str) -> str:
-    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
-
-
-DOCS_HTML = (
-    '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-    "<title>API documentation</title>"
-    f"<style>{_DOCS_STYLE}</style></head><body>"
-    '<header><h1 id="title">API documentation</h1></header>'
-    '<main id="ops">Loading&hellip;</main>'
-    f"<script>{_DOCS_SCRIPT}</script></body></html>"
-)
-# Inline code is allowed by hash only; the page talks to nothing but its own origin.
-DOCS_CSP = (
-    "default-src 'none'; connect-src 'self'; "
-    f"script-src {_csp_hash(_DOCS_SCRIPT)}; style-src {_csp_hash(_DOCS_STYLE)}; "
-    "base-uri 'none'; frame-ancestors 'none'"
-)
-
-
-def add_openapi_routes(app: web.Application, title: str, version: str) -> None:
-    """Serve ``GET /openapi.json`` and ``GET /docs``; the document is built once,
-    on first request, when every route is registered."""
-    cache: dict[str, str] = {}
-
-    async def openapi_json(request: web.Request) -> web.Response:
-        if "spec" not in cache:
-            cache["spec"] = dumps(build_spec(request.app, title=title, version=version))
-        return web.Response(text=cache["spec"], content_type="application/json")
-
-    async def docs(request: web.Request) -> web.Response:
-        return web.Response(
-            text=DOCS_HTML, content_type="text/html", headers={"Content-Security-Policy": DOCS_CSP}
-        )
-
-    app.router.add_get("/openapi.json", openapi_json)
-    app.router.add_get("/docs", docs)
