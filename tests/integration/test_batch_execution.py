@@ -87,8 +87,8 @@ class Harness:
     async def submit(self, body: Mapping[str, Any]) -> str:
         data = validate(BatchSubmissionSchema(max_parallel_limit=100), dict(body))
         result = await self.submitter.submit(data, "tester")
-        self.coordinator.poke(result["batch_id"])
-        return str(result["batch_id"])
+        self.coordinator.poke(result["_id"])
+        return str(result["_id"])
 
     async def wait(
         self, batch_id: str, timeout: float = 30.0, until_rollback: bool = False

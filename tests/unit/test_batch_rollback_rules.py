@@ -8,9 +8,8 @@ from typing import Any
 
 from orchestrator.batches.model import Operation
 from orchestrator.batches.planning import new_batch, plan, specs_of
-from orchestrator.batches.presenters import accepted_view, batch_summary, submitted_view
 from orchestrator.batches.reconcile import operation_results
-from orchestrator.batches.schemas import BatchSubmissionSchema
+from orchestrator.batches.schemas import BatchOut, BatchSubmissionSchema, BatchSubmittedOut
 from orchestrator.rollback.compensation import compensation_plan, compensation_spec
 from orchestrator.rollback.ledger import applied_with_compensation, ledger_entry
 from orchestrator.rollback.model import PURPOSE_COMPENSATION, PURPOSE_RUN
@@ -43,9 +42,13 @@ def test_views_of_a_new_batch() -> None:
     batch, ops = _stored()
     assert batch["status"] == "Pending"
     assert batch["total_tasks"] == sum(len(op["task_ids"]) for op in batch["operations"])
-    accepted = accepted_view("b-1", "Running", ops)
-    assert accepted == submitted_view({**batch, "status": "Running"})
-    summary = batch_summary(batch)
+    accepted = BatchSubmittedOut().dump({**batch, "status": "Running"})
+    assert accepted == {
+        "batch_id": "b-1",
+        "status": "Running",
+        "operations": [{"id": op.id, "status": "Pending", "progress": 0.0} for op in ops],
+    }
+    summary = BatchOut().dump(batch)
     assert summary["batch_id"] == "b-1"
     assert summary["rolled_back"] is False
     first = summary["operations"][0]

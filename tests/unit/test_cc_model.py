@@ -15,7 +15,8 @@ from control_center.auth.model import SecretBox, lockout_seconds, totp_timestep
 from control_center.keys.model import generate_private_pem, material_from_pem
 from control_center.policies.model import DEFAULT_POLICIES, normalise_rules
 from control_center.settings import Settings, parse_service_clients
-from control_center.users.model import password_problems, public_user
+from control_center.users.model import password_problems
+from control_center.users.schemas import UserOut
 from provisioning_common.config import ConfigError
 from provisioning_common.errors import UnprocessableEntity
 from provisioning_common.policy import PolicyEngine, policy_from_document
@@ -49,7 +50,7 @@ def test_public_user_never_carries_secrets() -> None:
         "mfa_secret": "sealed",
         "mfa_pending": "sealed",
     }
-    view = public_user(doc)
+    view = UserOut().dump(doc)
     assert "password_hash" not in view
     assert "mfa_secret" not in view
     assert "sealed" not in str(view)

@@ -7,7 +7,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from orchestrator.rollback import model
-from orchestrator.rollback.schemas import CheckpointIn, RollbackIn
+from orchestrator.rollback.schemas import (
+    CheckpointDetailOut,
+    CheckpointIn,
+    CheckpointOut,
+    RollbackIn,
+)
 from provisioning_common.errors import UnprocessableEntity
 from provisioning_common.validation import validate
 
@@ -66,8 +71,8 @@ def test_checkpoint_view_has_contract_fields() -> None:
         "size_bytes": 150 * 1024 * 1024,
         "operations_count": 25,
     }
-    view = model.checkpoint_view(doc, detail=True)
+    view = CheckpointDetailOut().dump(doc)
     assert view["size"] == "150MB"
     assert view["operations_count"] == 25
-    assert "operations_count" not in model.checkpoint_view(doc)
+    assert "operations_count" not in CheckpointOut().dump(doc)
     assert model.state_size({"batches": []}) > 0

@@ -44,7 +44,7 @@ def test_batch_view_counts_and_eta() -> None:
         },
         {"_id": "c", "status": "Pending", "kind": "k"},
     ]
-    view = model.batch_progress_view(batch, tasks, {"k": 10.0}, NOW)
+    view = model.batch_progress(batch, tasks, {"k": 10.0}, NOW)
     assert view["total_steps"] == 3
     assert view["completed_steps"] == 1
     assert view["current_step"] == "Installing Kubernetes"

@@ -11,7 +11,7 @@ from provisioning_common.validation import load_body
 from provisioning_common.webapp import client_ip, enforce_rate_limit
 
 from ..deps import container_of
-from ..users.model import public_user
+from ..users.schemas import UserOut
 from . import schemas
 from .guard import authenticate
 from .login import LoginAttempt
@@ -101,11 +101,11 @@ async def introspect(request: web.Request) -> web.Response:
 
 
 @routes.get("/auth/me")
-@api_doc(summary="The authenticated user", tags=["auth"], response=schemas.MeOut)
+@api_doc(summary="The authenticated user", tags=["auth"], response=UserOut)
 async def me(request: web.Request) -> web.Response:
     principal = await authenticate(request)
     assert principal.user is not None
-    return ok(public_user(principal.user))
+    return ok(UserOut().dump(principal.user))
 
 
 @routes.post("/auth/mfa/enroll")

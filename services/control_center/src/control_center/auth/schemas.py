@@ -90,15 +90,3 @@ class MfaEnrollOut(Schema):
 
 class MfaVerifyIn(Schema):
     code = fields.String(required=True, validate=TOTP_CODE)
-
-
-class MeOut(Schema):
-    id = fields.String()
-    username = fields.String()
-    email = fields.String()
-    roles = fields.List(fields.String())
-    enabled = fields.Boolean()
-    mfa_enabled = fields.Boolean()
-    created_at = fields.String()
-    updated_at = fields.String()
-    last_login = fields.String(allow_none=True)

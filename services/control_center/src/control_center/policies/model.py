@@ -79,16 +79,3 @@ def normalise_rules(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
             }
         )
     return out
-
-
-def view(doc: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": doc["_id"],
-        "name": doc["name"],
-        "version": doc.get("version", "1.0.0"),
-        "description": doc.get("description"),
-        "rules": doc.get("rules", []),
-        "enabled": bool(doc.get("enabled", True)),
-        "created_at": doc.get("created_at"),
-        "updated_at": doc.get("updated_at"),
-    }

@@ -18,6 +18,10 @@ from . import schemas
 
 routes = web.RouteTableDef()
 READERS = ("admin", "auditor", "service")
+_POLICY = schemas.PolicyOut()
+_POLICIES = schemas.PolicyOut(many=True)
+_CREATED = schemas.PolicyCreatedOut()
+_DECISION = schemas.DecisionOut()
 
 
 @routes.get("/policies")
@@ -34,7 +38,7 @@ async def list_policies(request: web.Request) -> web.Response:
     items, total = await container_of(request).policies.page(
         enabled=query.get("enabled"), limit=page.limit, offset=page.offset
     )
-    return paginated(request, items, total, page)
+    return paginated(request, _POLICIES.dump(items), total, page)
 
 
 @routes.post("/policies")
@@ -48,7 +52,8 @@ async def list_policies(request: web.Request) -> web.Response:
 async def create_policy(request: web.Request) -> web.Response:
     principal = await require(request, "admin")
     body = await load_body(request, schemas.PolicyCreateIn())
-    return ok(await container_of(request).policies.create(body, principal.sub), status=201)
+    doc = await container_of(request).policies.create(body, principal.sub)
+    return ok(_CREATED.dump(doc), status=201)
 
 
 @routes.post("/policies/evaluate")
@@ -74,21 +79,17 @@ async def evaluate(request: web.Request) -> web.Response:
             "roles": list(principal.roles),
         }
     context = {"ip": client_ip(request), **body["context"]}
-    return ok(
-        await container_of(request).policies.evaluate(
-            user=subject,
-            action=body["action"],
-            resource=body["resource"],
-            request=context,
-        )
+    decision = await container_of(request).policies.evaluate(
+        user=subject, action=body["action"], resource=body["resource"], request=context
     )
+    return ok(_DECISION.dump(decision))
 
 
 @routes.get("/policies/{id}")
 @api_doc(summary="Get a policy", tags=["policies"], response=schemas.PolicyOut)
 async def get_policy(request: web.Request) -> web.Response:
     await require(request, *READERS, allow=("access", "service"))
-    return ok(await container_of(request).policies.get(request.match_info["id"]))
+    return ok(_POLICY.dump(await container_of(request).policies.get(request.match_info["id"])))
 
 
 @routes.put("/policies/{id}")

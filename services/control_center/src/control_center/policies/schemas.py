@@ -1,12 +1,13 @@
-"""Request and response schemas of ``/policies``."""
+"""Request and response schemas of ``/policies``: the routes answer the response
+schemas' dumps of the policy documents (and of the decision), and the OpenAPI
+document is generated from them."""
 
 from __future__ import annotations
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
+from provisioning_common.fields import StrictBoolean, Timestamp
 from provisioning_common.pagination import PageQuery
-
-from ..fields import StrictBoolean
 
 NAME = validate.Regexp(
     r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$",
@@ -24,7 +25,7 @@ class RuleSchema(Schema):
         validate=validate.Length(1, 64),
     )
     condition = fields.String(
-        load_default=None, allow_none=True, validate=validate.Length(max=4096)
+        load_default=None, dump_default=None, allow_none=True, validate=validate.Length(max=4096)
     )
 
 
@@ -73,18 +74,22 @@ class EvaluateIn(Schema):
 
 
 class PolicyOut(Schema):
-    id = fields.String()
+    """A policy document (``_id`` is the ``id``)."""
+
+    id = fields.String(attribute="_id")
     name = fields.String()
-    version = fields.String()
-    description = fields.String(allow_none=True)
-    rules = fields.List(fields.Nested(RuleSchema))
-    enabled = fields.Boolean()
-    created_at = fields.String()
-    updated_at = fields.String()
+    version = fields.String(dump_default="1.0.0")
+    description = fields.String(allow_none=True, dump_default=None)
+    rules = fields.List(fields.Nested(RuleSchema), dump_default=list)
+    enabled = fields.Boolean(dump_default=True)
+    created_at = Timestamp(dump_default=None)
+    updated_at = Timestamp(dump_default=None)
 
 
 class PolicyCreatedOut(Schema):
-    id = fields.String()
+    """The answer of ``POST /policies``: a dump of the new policy's document."""
+
+    id = fields.String(attribute="_id")
     name = fields.String()
     version = fields.String()
 

@@ -13,7 +13,7 @@ from provisioning_common.policy import PolicyEngine, policy_from_document
 from provisioning_common.timeutil import utcnow
 
 from ..audit.service import AuditLog
-from .model import DEFAULT_POLICIES, normalise_rules, view
+from .model import DEFAULT_POLICIES, normalise_rules
 from .repository import PolicyRepository
 
 log = logging.getLogger(__name__)
@@ -54,20 +54,19 @@ class PolicyService:
             details={"name": doc["name"]},
         )
         await self._changed(doc["_id"], "created")
-        return {"id": doc["_id"], "name": doc["name"], "version": doc["version"]}
+        return doc
 
     async def get(self, policy_id: str) -> dict[str, Any]:
         doc = await self._policies.get(policy_id)
         if doc is None:
             raise NotFound("Policy not found")
-        return view(doc)
+        return doc
 
     async def page(
         self, *, enabled: bool | None, limit: int, offset: int
     ) -> tuple[list[dict[str, Any]], int]:
         query: dict[str, Any] = {} if enabled is None else {"enabled": enabled}
-        docs, total = await self._policies.find_page(query, limit, offset)
-        return [view(d) for d in docs], total
+        return await self._policies.find_page(query, limit, offset)
 
     async def update(self, policy_id: str, body: dict[str, Any], actor: str) -> None:
         changes = {k: v for k, v in body.items() if k != "rules"}

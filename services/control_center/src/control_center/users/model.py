@@ -35,20 +35,6 @@ def username_key(username: str) -> str:
     return username.strip().lower()
 
 
-def public_user(doc: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": doc["_id"],
-        "username": doc["username"],
-        "email": doc.get("email"),
-        "roles": list(doc.get("roles", [])),
-        "enabled": bool(doc.get("enabled", True)),
-        "mfa_enabled": bool(doc.get("mfa_enabled", False)),
-        "created_at": doc.get("created_at"),
-        "updated_at": doc.get("updated_at"),
-        "last_login": doc.get("last_login"),
-    }
-
-
 def login_user(doc: dict[str, Any]) -> dict[str, Any]:
     """The ``user`` object of the login response, exactly the contract's fields."""
     return {

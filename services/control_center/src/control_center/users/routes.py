@@ -15,6 +15,9 @@ from ..deps import container_of
 from . import schemas
 
 routes = web.RouteTableDef()
+_USER = schemas.UserOut()
+_USERS = schemas.UserOut(many=True)
+_CREATED = schemas.UserCreatedOut()
 
 
 @routes.get("/users")
@@ -34,7 +37,7 @@ async def list_users(request: web.Request) -> web.Response:
         limit=page.limit,
         offset=page.offset,
     )
-    return paginated(request, items, total, page)
+    return paginated(request, _USERS.dump(items), total, page)
 
 
 @routes.post("/users")
@@ -48,7 +51,8 @@ async def list_users(request: web.Request) -> web.Response:
 async def create_user(request: web.Request) -> web.Response:
     principal = await require(request, "admin")
     body = await load_body(request, schemas.UserCreateIn())
-    return ok(await container_of(request).users.create(body, principal.sub), status=201)
+    doc = await container_of(request).users.create(body, principal.sub)
+    return ok(_CREATED.dump(doc), status=201)
 
 
 @routes.get("/users/{id}")
@@ -62,7 +66,7 @@ async def get_user(request: web.Request) -> web.Response:
     user_id = request.match_info["id"]
     if principal.sub != user_id:
         require_roles(principal, ("admin", "auditor"))
-    return ok(await container_of(request).users.view(user_id))
+    return ok(_USER.dump(await container_of(request).users.get(user_id)))
 
 
 @routes.put("/users/{id}")

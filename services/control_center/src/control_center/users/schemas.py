@@ -1,4 +1,5 @@
-"""Request and response schemas of ``/users``."""
+"""Request and response schemas of ``/users``: the routes answer the response
+schemas' dumps of the user documents, and the OpenAPI document is generated from them."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
+from provisioning_common.fields import StrictBoolean, Timestamp
 from provisioning_common.pagination import PageQuery
 
-from ..fields import StrictBoolean
 from .model import ROLES, USERNAME_PATTERN
 
 
@@ -52,20 +53,24 @@ class UserQuery(PageQuery):
 
 
 class UserOut(Schema):
-    id = fields.String()
+    """A user document's public part (``_id`` is the ``id``; never a hash or a secret)."""
+
+    id = fields.String(attribute="_id")
     username = fields.String()
-    email = fields.String()
-    roles = fields.List(fields.String())
-    enabled = fields.Boolean()
-    mfa_enabled = fields.Boolean()
-    created_at = fields.String()
-    updated_at = fields.String()
-    last_login = fields.String(allow_none=True)
+    email = fields.String(dump_default=None)
+    roles = fields.List(fields.String(), dump_default=list)
+    enabled = fields.Boolean(dump_default=True)
+    mfa_enabled = fields.Boolean(dump_default=False)
+    created_at = Timestamp(dump_default=None)
+    updated_at = Timestamp(dump_default=None)
+    last_login = Timestamp(allow_none=True, dump_default=None)
 
 
 class UserCreatedOut(Schema):
-    id = fields.String()
+    """The answer of ``POST /users``: a dump of the new user's document."""
+
+    id = fields.String(attribute="_id")
     username = fields.String()
-    email = fields.String()
-    roles = fields.List(fields.String())
-    enabled = fields.Boolean()
+    email = fields.String(dump_default=None)
+    roles = fields.List(fields.String(), dump_default=list)
+    enabled = fields.Boolean(dump_default=True)

@@ -24,7 +24,7 @@ from ..auth.lockout import Lockouts
 from ..auth.passwords import hash_password
 from ..auth.revocation import Revocations
 from ..settings import AuthSettings
-from .model import password_problems, public_user, username_key
+from .model import password_problems, username_key
 from .repository import UserRepository
 
 ADMIN_LOCK_LEASE = timedelta(seconds=10)  # a crashed holder blocks admin changes this long
@@ -52,6 +52,7 @@ class UserService:
             raise UnprocessableEntity(problems[0], details={"password": problems})
 
     async def create(self, body: dict[str, Any], actor: str | None) -> dict[str, Any]:
+        """Store a new user; its document (the route dumps its public part)."""
         self._check_password_policy(body["password"])
         now = utcnow()
         doc = {
@@ -76,18 +77,13 @@ class UserService:
             user_id=actor,
             details={"username": doc["username"], "roles": doc["roles"]},
         )
-        view = public_user(doc)
-        return {k: view[k] for k in ("id", "username", "email", "roles", "enabled")}
+        return doc
 
     async def get(self, user_id: str) -> dict[str, Any]:
         doc = await self._users.get(user_id)
         if doc is None:
             raise NotFound("User not found")
         return doc
-
-    async def view(self, user_id: str) -> dict[str, Any]:
-        """The public view of a user (no hashes, no secrets)."""
-        return public_user(await self.get(user_id))
 
     async def page(
         self, *, role: str | None, enabled: bool | None, limit: int, offset: int
@@ -97,8 +93,7 @@ class UserService:
             query["roles"] = role
         if enabled is not None:
             query["enabled"] = enabled
-        docs, total = await self._users.find_page(query, limit, offset)
-        return [public_user(d) for d in docs], total
+        return await self._users.find_page(query, limit, offset)
 
     async def update(
         self,

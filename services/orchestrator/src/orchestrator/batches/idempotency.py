@@ -12,7 +12,6 @@ from orchestrator.workflows.service import body_hash
 from provisioning_common.errors import Conflict
 
 from .ports import IdempotencyKeys
-from .presenters import submitted_view
 from .repository import BatchRepository
 
 
@@ -27,7 +26,7 @@ async def submit_once(
     run: Callable[[str], Awaitable[dict[str, Any]]],
 ) -> dict[str, Any]:
     """Run ``run(batch_id)`` once per (user, key); a repeat with the same body gets
-    the first batch's current view, a different body a 409."""
+    the first batch's current document, a different body a 409."""
     batch_id = str(uuid.uuid4())
     if key is None:
         return await run(batch_id)
@@ -42,7 +41,7 @@ async def submit_once(
         batch = await batches.get(str(existing["task_id"]))
         if batch is None:
             raise Conflict("Request with this Idempotency-Key is being processed, retry")
-        return submitted_view(batch)
+        return batch
     try:
         return await run(batch_id)
     except BaseException:

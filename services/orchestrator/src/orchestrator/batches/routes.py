@@ -27,6 +27,10 @@ from .planning import parse_operations
 from .schemas import BatchOut, BatchSubmissionSchema, BatchSubmittedOut, PlanOut
 
 routes = web.RouteTableDef()
+_SUBMITTED = BatchSubmittedOut()
+_PLAN = PlanOut()
+_BATCH = BatchOut()
+_BATCHES = BatchOut(many=True)
 
 
 async def _batch_tier(request: web.Request) -> None:
@@ -104,13 +108,13 @@ async def execute_batch(request: web.Request) -> web.Response:
     principal = await authorize_all(request, _checks(data, _caller(request), "execute"))
     total = sum(operation_task_count(Operation.from_dict(o)) for o in data["operations"])
     await check_pending(request, principal.sub, total)
-    result = await container_of(request).batches.execute(
+    batch = await container_of(request).batches.execute(
         data, principal.sub, key=key, path=request.path
     )
     await record_action(
-        request, "execute", f"batches:{data['name']}", details={"batch_id": result.get("batch_id")}
+        request, "execute", f"batches:{data['name']}", details={"batch_id": batch.get("_id")}
     )
-    return ok(result)
+    return ok(_SUBMITTED.dump(batch))
 
 
 @routes.post("/batch/plan")
@@ -124,7 +128,7 @@ async def plan_batch(request: web.Request) -> web.Response:
     await _batch_tier(request)
     data = await _body(request)
     await authorize_all(request, _checks(data, _caller(request), "plan"))
-    return ok(container_of(request).batches.plan(data))
+    return ok(_PLAN.dump(container_of(request).batches.plan(data)))
 
 
 @routes.get("/batch/operations")
@@ -134,8 +138,8 @@ async def plan_batch(request: web.Request) -> web.Response:
 async def list_batches(request: web.Request) -> web.Response:
     await authorize(request, "read", "batches:*")
     page = parse_page(request)
-    views, total = await container_of(request).batches.page(page.offset, page.limit)
-    return paginated(request, views, total, page)
+    docs, total = await container_of(request).batches.page(page.offset, page.limit)
+    return paginated(request, _BATCHES.dump(docs), total, page)
 
 
 @routes.get("/batch/operations/{id}")
@@ -145,7 +149,7 @@ async def get_batch(request: web.Request) -> web.Response:
     batches = container_of(request).batches
     found = await batches.lookup(batch_id)
     await authorize(request, "read", f"batches:{batch_id}", owner=_owner(found))
-    return ok(await batches.get(batch_id))
+    return ok(_BATCH.dump(await batches.get(batch_id)))
 
 
 def _owner(batch: Mapping[str, Any] | None) -> str | None:

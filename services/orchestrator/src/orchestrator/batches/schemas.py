@@ -1,12 +1,16 @@
-"""Marshmallow schemas of the batch endpoints; strict: unknown fields are refused."""
+"""Marshmallow schemas of the batch endpoints: strict input (unknown fields are
+refused) and the response schemas whose dumps the routes answer."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
-from .model import OPERATION_TYPES, SAFE_ID, SAFE_VALUE, SEMVER
+from provisioning_common.fields import Timestamp
+
+from .model import OPERATION_TYPES, PENDING, SAFE_ID, SAFE_VALUE, SEMVER
 
 MAX_OPERATIONS = 500
 MAX_ITEMS_PER_OPERATION = 200
@@ -125,36 +129,46 @@ class BatchSubmissionSchema(StrictSchema):
 
 
 class BatchOperationOut(Schema):
+    """An operation of a stored batch, as ``/batch/execute`` answers it."""
+
     id = fields.String()
-    status = fields.String()
-    progress = fields.Float()
+    status = fields.String(dump_default=PENDING)
+    progress = fields.Float(dump_default=0.0)
 
 
 class BatchSubmittedOut(Schema):
-    batch_id = fields.String()
+    """The answer of ``/batch/execute``: a dump of the stored batch document."""
+
+    batch_id = fields.String(attribute="_id")
     status = fields.String()
     operations = fields.List(fields.Nested(BatchOperationOut))
 
 
 class OperationDetailOut(BatchOperationOut):
     type = fields.String()
-    dependencies = fields.List(fields.String())
-    results = fields.Dict()
+    dependencies = fields.List(fields.String(), dump_default=list)
+    results = fields.Method("_results", metadata={"type": "object"})
+
+    def _results(self, op: Mapping[str, Any]) -> dict[str, Any]:
+        """The operation's task ids with what reconciliation recorded."""
+        return {"task_ids": op.get("task_ids", []), **(op.get("results") or {})}
 
 
 class BatchOut(Schema):
-    batch_id = fields.String()
+    """A stored batch document, as ``/batch/operations[/{id}]`` show it."""
+
+    batch_id = fields.String(attribute="_id")
     name = fields.String()
-    version = fields.String()
+    version = fields.String(dump_default=None)
     status = fields.String()
-    storage_backend = fields.String()
-    parallel_limit = fields.Integer()
-    rollback_enabled = fields.Boolean()
-    rolled_back = fields.Boolean()
-    rollback = fields.Dict(allow_none=True)
-    created_at = fields.DateTime()
-    started_at = fields.DateTime(allow_none=True)
-    completed_at = fields.DateTime(allow_none=True)
+    storage_backend = fields.String(dump_default=None)
+    parallel_limit = fields.Integer(dump_default=None)
+    rollback_enabled = fields.Boolean(dump_default=False)
+    rolled_back = fields.Boolean(dump_default=False)
+    rollback = fields.Dict(allow_none=True, dump_default=None)
+    created_at = Timestamp()
+    started_at = Timestamp(allow_none=True, dump_default=None)
+    completed_at = Timestamp(allow_none=True, dump_default=None)
     operations = fields.List(fields.Nested(OperationDetailOut))
 
 

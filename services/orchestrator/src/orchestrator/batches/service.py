@@ -1,8 +1,8 @@
 """The batch use cases the ``/batch/*`` routes call: plan, execute (once per
 Idempotency-Key), list, get and cancel. Built once by the container from the
 slice's parts: planning (``planning``), submission (``submission``), reconciliation
-(``reconcile``, run by the coordinator), cancellation (``cancellation``) and the
-views (``presenters``)."""
+(``reconcile``, run by the coordinator) and cancellation (``cancellation``). It
+answers batch documents; the routes dump them with the slice's response schemas."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from . import planning
 from .cancellation import BatchCanceller
 from .idempotency import submit_once
 from .ports import IdempotencyKeys
-from .presenters import batch_summary
 from .repository import BatchRepository
 from .submission import BatchSubmitter
 
@@ -46,10 +45,11 @@ class BatchService:
 
     async def execute(
         self, data: Mapping[str, Any], owner: str, *, key: str | None, path: str
-    ) -> dict[str, Any]:
-        """Submit the batch of a validated body, once per (owner, Idempotency-Key)."""
+    ) -> Document:
+        """Submit the batch of a validated body, once per (owner, Idempotency-Key);
+        the batch document (a repeat gets the first batch as it stands)."""
 
-        async def run(batch_id: str) -> dict[str, Any]:
+        async def run(batch_id: str) -> Document:
             result = await self.submitter.submit(data, owner, batch_id)
             self.poke(batch_id)
             return result
@@ -74,14 +74,13 @@ class BatchService:
             raise NotFound(f"Batch operation {batch_id} not found")
         return batch
 
-    async def get(self, batch_id: str) -> dict[str, Any]:
-        """The batch's summary; 404 when unknown."""
-        return batch_summary(await self.document(batch_id))
+    async def get(self, batch_id: str) -> Document:
+        """The batch document; 404 when unknown."""
+        return await self.document(batch_id)
 
-    async def page(self, offset: int, limit: int) -> tuple[list[dict[str, Any]], int]:
-        """Summaries of a page of batches, newest first, and the total."""
-        docs, total = await self.repo.page(offset, limit)
-        return [batch_summary(d) for d in docs], total
+    async def page(self, offset: int, limit: int) -> tuple[list[Document], int]:
+        """A page of batch documents, newest first, and the total."""
+        return await self.repo.page(offset, limit)
 
     async def cancel(self, batch_id: str) -> None:
         """Cancel a batch: 404 when unknown, 409 when it finished on its own."""

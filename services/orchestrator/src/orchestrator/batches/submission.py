@@ -16,7 +16,6 @@ from provisioning_common.timeutil import utcnow
 
 from .model import PENDING, RUNNING, TaskSpec
 from .planning import new_batch, parse_operations, specs_of
-from .presenters import accepted_view
 from .repository import BatchRepository
 from .transitions import BatchTransitions
 
@@ -55,7 +54,8 @@ class BatchSubmitter:
         created_by: str | None,
         batch_id: str | None = None,
     ) -> dict[str, Any]:
-        """Store the batch of a validated body and create its tasks; it is Running."""
+        """Store the batch of a validated body and create its tasks; it is Running.
+        Returns the batch document as it now stands (``BatchSubmittedOut`` dumps it)."""
         ops = parse_operations(data)  # 422 before anything is stored
         batch_id = batch_id or str(uuid.uuid4())
         now = utcnow()
@@ -65,10 +65,9 @@ class BatchSubmitter:
         await self.engine.create_tasks([engine_spec(batch, s) for s in specs])
         started = utcnow()
         await self.transitions.record(batch, RUNNING, started, {"tasks": len(specs)})
-        await self.repo.update(
-            batch_id, {"tasks_created": True, "status": RUNNING, "started_at": started}
-        )
-        return accepted_view(batch_id, RUNNING, ops)
+        changes = {"tasks_created": True, "status": RUNNING, "started_at": started}
+        await self.repo.update(batch_id, changes)
+        return {**batch, **changes}
 
     async def ensure_tasks(self, batch: Mapping[str, Any], existing: set[str]) -> int:
         """Create the tasks a crashed submitter did not; deterministic ids make a

@@ -8,7 +8,7 @@ from typing import Any
 import bson
 
 from orchestrator.engine.model import TaskStatus
-from orchestrator.state.model import format_size, mean
+from orchestrator.state.model import mean
 
 # ``metadata.purpose`` of an engine task: a batch's own work, or a compensation
 # that undoes an applied task (created by an automatic or a requested rollback).
@@ -24,39 +24,6 @@ ACTIVE_STATUSES = frozenset({TaskStatus.PENDING, TaskStatus.RUNNING})
 def state_size(state: Mapping[str, Any]) -> int:
     """Bytes the recorded state takes (its BSON encoding, as stored)."""
     return len(bson.encode(dict(state)))
-
-
-def checkpoint_view(doc: Mapping[str, Any], *, detail: bool = False) -> dict[str, Any]:
-    out = {
-        "id": doc["_id"],
-        "name": doc["name"],
-        "description": doc.get("description"),
-        "created_at": doc["created_at"],
-        "size": format_size(int(doc.get("size_bytes") or 0)),
-        "size_bytes": int(doc.get("size_bytes") or 0),
-    }
-    if detail:
-        out["operations_count"] = int(doc.get("operations_count") or 0)
-        out["batches_count"] = int(doc.get("batches_count") or 0)
-        out["last_restored_at"] = doc.get("last_restored_at")
-    return out
-
-
-def ledger_view(doc: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "id": doc["_id"],
-        "batch_id": doc.get("batch_id"),
-        "operation_id": doc.get("operation_id"),
-        "task_id": doc.get("task_id"),
-        "name": doc.get("name"),
-        "applied": doc.get("applied"),
-        "compensation": {
-            k: v for k, v in (doc.get("compensation") or {}).items() if k in ("command", "args")
-        },
-        "applied_at": doc.get("applied_at"),
-        "compensated_by": doc.get("compensated_by"),
-        "compensated_at": doc.get("compensated_at"),
-    }
 
 
 def newest_first(entries: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:

@@ -15,7 +15,7 @@ from provisioning_common.openapi import api_doc
 from provisioning_common.pagination import paginated, parse_page
 from provisioning_common.validation import load_body
 
-from . import model, service
+from . import service
 from .schemas import (
     CheckpointDetailOut,
     CheckpointIn,
@@ -27,6 +27,11 @@ from .schemas import (
 )
 
 routes = web.RouteTableDef()
+_CHECKPOINTS = CheckpointOut(many=True)
+_CHECKPOINT = CheckpointDetailOut()
+_LEDGER = LedgerEntryOut(many=True)
+_RESULT = RollbackResultOut()
+_STATISTICS = RollbackStatisticsOut()
 
 
 @routes.post("/rollback/checkpoints")
@@ -53,10 +58,10 @@ async def create_checkpoint(request: web.Request) -> web.Response:
 async def list_checkpoints(request: web.Request) -> web.Response:
     await authorize(request, "read", "checkpoints:*")
     page = parse_page(request)
-    views, total = await service.list_checkpoints(
+    docs, total = await service.list_checkpoints(
         container_of(request).rollback, page.offset, page.limit
     )
-    return paginated(request, views, total, page)
+    return paginated(request, _CHECKPOINTS.dump(docs), total, page)
 
 
 @routes.get("/rollback/checkpoints/{id}")
@@ -65,7 +70,7 @@ async def get_checkpoint(request: web.Request) -> web.Response:
     cid = request.match_info["id"]
     await authorize(request, "read", f"checkpoints:{cid}")
     doc = await service.get_checkpoint(container_of(request).rollback, cid)
-    return ok(model.checkpoint_view(doc, detail=True))
+    return ok(_CHECKPOINT.dump(doc))
 
 
 @routes.get("/rollback/operations")
@@ -78,10 +83,8 @@ async def get_checkpoint(request: web.Request) -> web.Response:
 async def list_operations(request: web.Request) -> web.Response:
     await authorize(request, "read", "rollback:*")
     page = parse_page(request)
-    views, total = await service.list_ledger(
-        container_of(request).rollback, page.offset, page.limit
-    )
-    return paginated(request, views, total, page)
+    docs, total = await service.list_ledger(container_of(request).rollback, page.offset, page.limit)
+    return paginated(request, _LEDGER.dump(docs), total, page)
 
 
 @routes.post("/rollback/execute")
@@ -113,7 +116,7 @@ async def execute_rollback(request: web.Request) -> web.Response:
         resource=f"checkpoints/{body.get('checkpoint_id') or '-'}",
         details=body,
     )
-    return ok(result)
+    return ok(_RESULT.dump(result))
 
 
 @routes.post("/rollback/restore/{id}")
@@ -134,4 +137,4 @@ async def restore(request: web.Request) -> web.Response:
 @api_doc(summary="Rollback statistics", tags=["rollback"], response=RollbackStatisticsOut)
 async def statistics(request: web.Request) -> web.Response:
     await authorize(request, "read", "rollback:*")
-    return ok(await service.statistics(container_of(request).rollback))
+    return ok(_STATISTICS.dump(await service.statistics(container_of(request).rollback)))

@@ -1,10 +1,15 @@
-"""Schemas of ``/rollback/*``; strict input."""
+"""Schemas of ``/rollback/*``: strict input, and the response schemas whose dumps
+the routes answer."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+
+from orchestrator.state.model import format_size
+from provisioning_common.fields import Timestamp
 
 _ID = validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$", error="Invalid id.")
 
@@ -45,31 +50,45 @@ class RollbackIn(Schema):
 
 
 class CheckpointOut(Schema):
-    id = fields.String()
+    """A checkpoint document as listed (``_id`` is the ``id``; the recorded state is
+    never shown)."""
+
+    id = fields.String(attribute="_id")
     name = fields.String()
-    description = fields.String(allow_none=True)
-    created_at = fields.DateTime()
-    size = fields.String()
-    size_bytes = fields.Integer()
+    description = fields.String(allow_none=True, dump_default=None)
+    created_at = Timestamp()
+    size = fields.Method("_size", metadata={"type": "string"})
+    size_bytes = fields.Integer(dump_default=0)
+
+    def _size(self, doc: Mapping[str, Any]) -> str:
+        """The recorded state's size as the contract shows it (``"150MB"``)."""
+        return format_size(int(doc.get("size_bytes") or 0))
 
 
 class CheckpointDetailOut(CheckpointOut):
-    operations_count = fields.Integer()
-    batches_count = fields.Integer()
-    last_restored_at = fields.DateTime(allow_none=True)
+    operations_count = fields.Integer(dump_default=0)
+    batches_count = fields.Integer(dump_default=0)
+    last_restored_at = Timestamp(allow_none=True, dump_default=None)
 
 
 class LedgerEntryOut(Schema):
-    id = fields.String()
-    batch_id = fields.String(allow_none=True)
-    operation_id = fields.String(allow_none=True)
-    task_id = fields.String()
-    name = fields.String(allow_none=True)
-    applied = fields.Dict()
-    compensation = fields.Dict()
-    applied_at = fields.DateTime()
-    compensated_by = fields.String(allow_none=True)
-    compensated_at = fields.DateTime(allow_none=True)
+    """A ledger document (``_id`` is the ``id``)."""
+
+    id = fields.String(attribute="_id")
+    batch_id = fields.String(allow_none=True, dump_default=None)
+    operation_id = fields.String(allow_none=True, dump_default=None)
+    task_id = fields.String(dump_default=None)
+    name = fields.String(allow_none=True, dump_default=None)
+    applied = fields.Dict(dump_default=None)
+    compensation = fields.Method("_compensation", metadata={"type": "object"})
+    applied_at = Timestamp(dump_default=None)
+    compensated_by = fields.String(allow_none=True, dump_default=None)
+    compensated_at = Timestamp(allow_none=True, dump_default=None)
+
+    def _compensation(self, doc: Mapping[str, Any]) -> dict[str, Any]:
+        """The command a rollback runs and its arguments (not the stored internals)."""
+        comp = doc.get("compensation") or {}
+        return {k: v for k, v in comp.items() if k in ("command", "args")}
 
 
 class RollbackResultOut(Schema):

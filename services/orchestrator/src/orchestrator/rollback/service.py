@@ -78,18 +78,14 @@ async def get_checkpoint(ctx: RollbackContext, checkpoint_id: str) -> Document:
 
 async def list_checkpoints(
     ctx: RollbackContext, offset: int, limit: int
-) -> tuple[list[dict[str, Any]], int]:
-    """A page of checkpoints as listed, newest first, and the total."""
-    docs, total = await ctx.repo.list_checkpoints(offset, limit)
-    return [model.checkpoint_view(d) for d in docs], total
+) -> tuple[list[Document], int]:
+    """A page of checkpoint documents, newest first, and the total."""
+    return await ctx.repo.list_checkpoints(offset, limit)
 
 
-async def list_ledger(
-    ctx: RollbackContext, offset: int, limit: int
-) -> tuple[list[dict[str, Any]], int]:
-    """A page of the ledger as listed, newest first, and the total."""
-    docs, total = await ctx.repo.list_ledger(offset, limit)
-    return [model.ledger_view(d) for d in docs], total
+async def list_ledger(ctx: RollbackContext, offset: int, limit: int) -> tuple[list[Document], int]:
+    """A page of the ledger's documents, newest first, and the total."""
+    return await ctx.repo.list_ledger(offset, limit)
 
 
 # --- rollback -------------------------------------------------------------------

@@ -46,9 +46,8 @@ def task_remaining(task: Mapping[str, Any], expected: float | None, now: datetim
     return expected
 
 
-def task_progress_view(
-    task: Mapping[str, Any], expected: float | None, now: datetime
-) -> dict[str, Any]:
+def task_progress(task: Mapping[str, Any], expected: float | None, now: datetime) -> dict[str, Any]:
+    """A task's progress (``ProgressOut`` dumps it)."""
     status = task.get("status")
     progress = 100.0 if status == COMPLETED else float(task.get("progress") or 0.0)
     remaining = task_remaining(task, expected, now)
@@ -65,12 +64,13 @@ def task_progress_view(
     }
 
 
-def batch_progress_view(
+def batch_progress(
     batch: Mapping[str, Any],
     tasks: Sequence[Mapping[str, Any]],
     expected_by_kind: Mapping[str, float | None],
     now: datetime,
 ) -> dict[str, Any]:
+    """A batch's progress over its tasks (``ProgressOut`` dumps it)."""
     run_ids = [t for op in batch["operations"] for t in op["task_ids"]]
     by_id = {str(t["_id"]): t for t in tasks}
     total = len(run_ids)
@@ -106,7 +106,7 @@ def batch_progress_view(
     else:
         # Work left spread over the slots the batch may use at once.
         eta = sum(remaining) / parallel
-    progress = 100.0 if batch["status"] == COMPLETED else (100.0 * share / total if total else 0)
+    progress = 100.0 if batch["status"] == COMPLETED else (100.0 * share / total if total else 0.0)
     return {
         "workflow_id": str(batch["_id"]),
         "type": "batch",
@@ -122,7 +122,8 @@ def batch_progress_view(
 def task_snapshots(
     task: Mapping[str, Any], attempts: Sequence[Mapping[str, Any]]
 ) -> list[dict[str, Any]]:
-    """A task's status changes, from its document and its attempt history."""
+    """A task's status changes, from its document and its attempt history
+    (``SnapshotOut`` dumps them)."""
     out: list[dict[str, Any]] = [
         {
             "snapshot_id": f"{task['_id']}:created",

@@ -14,6 +14,11 @@ from . import service
 from .schemas import HealthOut, MetricsOut, ProgressOut, SnapshotOut, StatisticsOut
 
 routes = web.RouteTableDef()
+_PROGRESS = ProgressOut()
+_SNAPSHOTS = SnapshotOut(many=True)
+_METRICS = MetricsOut()
+_HEALTH = HealthOut()
+_STATISTICS = StatisticsOut()
 
 
 async def _authorize_workflow(request: web.Request) -> None:
@@ -36,7 +41,8 @@ async def _authorize_workflow(request: web.Request) -> None:
 @api_doc(summary="Progress of a workflow (task or batch)", tags=["state"], response=ProgressOut)
 async def workflow_progress(request: web.Request) -> web.Response:
     await _authorize_workflow(request)
-    return ok(await service.progress(container_of(request).state, request.match_info["id"]))
+    progress = await service.progress(container_of(request).state, request.match_info["id"])
+    return ok(_PROGRESS.dump(progress))
 
 
 @routes.get("/state/workflows/{id}/snapshots")
@@ -48,14 +54,15 @@ async def workflow_progress(request: web.Request) -> web.Response:
 )
 async def workflow_snapshots(request: web.Request) -> web.Response:
     await _authorize_workflow(request)
-    return ok(await service.snapshots(container_of(request).state, request.match_info["id"]))
+    snapshots = await service.snapshots(container_of(request).state, request.match_info["id"])
+    return ok(_SNAPSHOTS.dump(snapshots))
 
 
 @routes.get("/state/system/metrics")
 @api_doc(summary="Workflow counts and host load", tags=["state"], response=MetricsOut)
 async def system_metrics(request: web.Request) -> web.Response:
     await authorize(request, "read", "state:*")
-    return ok(await service.system_metrics(container_of(request).state))
+    return ok(_METRICS.dump(await service.system_metrics(container_of(request).state)))
 
 
 @routes.get("/state/system/health")
@@ -66,11 +73,11 @@ async def system_metrics(request: web.Request) -> web.Response:
 )
 async def system_health(request: web.Request) -> web.Response:
     await authorize(request, "read", "state:*")
-    return ok(await service.health(container_of(request).state))
+    return ok(_HEALTH.dump(await service.health(container_of(request).state)))
 
 
 @routes.get("/state/statistics")
 @api_doc(summary="State manager statistics", tags=["state"], response=StatisticsOut)
 async def statistics(request: web.Request) -> web.Response:
     await authorize(request, "read", "state:*")
-    return ok(await service.statistics(container_of(request).state))
+    return ok(_STATISTICS.dump(await service.statistics(container_of(request).state)))

@@ -1,8 +1,11 @@
-"""Response schemas of ``/state/*`` (documentation; handlers build plain dicts)."""
+"""Response schemas of ``/state/*``: the routes answer their dumps of what the
+service computes, and the OpenAPI document is generated from them."""
 
 from __future__ import annotations
 
 from marshmallow import Schema, fields
+
+from provisioning_common.fields import Timestamp
 
 
 class ProgressOut(Schema):
@@ -10,17 +13,17 @@ class ProgressOut(Schema):
     type = fields.String()
     status = fields.String()
     progress = fields.Float()
-    current_step = fields.String(allow_none=True)
+    current_step = fields.String(allow_none=True, dump_default=None)
     total_steps = fields.Integer()
     completed_steps = fields.Integer()
-    estimated_time_remaining = fields.Integer(allow_none=True)
+    estimated_time_remaining = fields.Integer(allow_none=True, dump_default=None)
 
 
 class SnapshotOut(Schema):
     snapshot_id = fields.String()
-    timestamp = fields.DateTime()
+    timestamp = Timestamp()
     state = fields.String()
-    details = fields.Dict()
+    details = fields.Dict(dump_default=dict)
 
 
 class SystemLoadOut(Schema):
@@ -42,7 +45,7 @@ class MetricsOut(Schema):
 class HealthOut(Schema):
     overall_status = fields.String()
     components = fields.Dict(keys=fields.String(), values=fields.String())
-    last_check = fields.String()
+    last_check = Timestamp()
 
 
 class StatisticsOut(Schema):

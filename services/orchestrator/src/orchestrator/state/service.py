@@ -13,7 +13,6 @@ from typing import Any
 import psutil
 
 from orchestrator.engine.model import CANCELLED, COMPLETED, FAILED, PENDING, RUNNING
-from provisioning_common.envelope import format_timestamp
 from provisioning_common.errors import NotFound
 from provisioning_common.timeutil import utcnow
 
@@ -52,13 +51,13 @@ async def progress(ctx: StateContext, workflow_id: str) -> dict[str, Any]:
         kinds = {
             str(t.get("kind")) for t in tasks if t.get("kind") and t["status"] not in model.FINISHED
         }
-        return model.batch_progress_view(batch, tasks, await _expected(ctx, kinds), now)
+        return model.batch_progress(batch, tasks, await _expected(ctx, kinds), now)
     task = await ctx.store.get(workflow_id)
     if task is None:
         raise NotFound(f"Workflow {workflow_id} not found")
     kind = task.get("kind")
     expected = (await _expected(ctx, {str(kind)})).get(str(kind)) if kind else None
-    return model.task_progress_view(task, expected, now)
+    return model.task_progress(task, expected, now)
 
 
 async def snapshots(ctx: StateContext, workflow_id: str) -> list[dict[str, Any]]:
@@ -136,7 +135,7 @@ async def health(ctx: StateContext) -> dict[str, Any]:
     return {
         "overall_status": model.overall_status(components),
         "components": components,
-        "last_check": format_timestamp(utcnow()),
+        "last_check": utcnow(),
     }
 
 

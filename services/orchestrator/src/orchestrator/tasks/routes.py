@@ -15,9 +15,12 @@ from provisioning_common.pagination import paginated, parse_listing
 from ..audit import record_action
 from ..auth import authorize
 from ..deps import container_of
-from .schemas import AttemptView, TaskQuery, TaskView, attempt_view, task_view
+from .schemas import AttemptView, TaskQuery, TaskView
 
 routes = web.RouteTableDef()
+_TASK = TaskView()
+_TASKS = TaskView(many=True)
+_ATTEMPTS = AttemptView(many=True)
 
 _TASK_ID = re.compile(
     r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
@@ -48,7 +51,7 @@ async def list_tasks(request: web.Request) -> web.Response:
     store = container_of(request).engine.store
     items = await store.list_tasks(status=query.get("status"), limit=page.limit, offset=page.offset)
     total = await store.count(status=query.get("status"))
-    return paginated(request, [task_view(d) for d in items], total, page)
+    return paginated(request, _TASKS.dump(items), total, page)
 
 
 @routes.get("/tasks/{id}")
@@ -60,7 +63,7 @@ async def get_task(request: web.Request) -> web.Response:
     if doc is None:
         raise NotFound("Task not found")
     # The document holds a summary; the whole kept tail lives beside it.
-    return ok(task_view({**doc, "output": output if output is not None else doc.get("output")}))
+    return ok(_TASK.dump({**doc, "output": output if output is not None else doc.get("output")}))
 
 
 @routes.get("/tasks/{id}/attempts")
@@ -75,7 +78,7 @@ async def get_attempts(request: web.Request) -> web.Response:
     store = container_of(request).engine.store
     if await store.get(task_id) is None:
         raise NotFound("Task not found")
-    return ok([attempt_view(d) for d in await store.attempts(task_id)])
+    return ok(_ATTEMPTS.dump(await store.attempts(task_id)))
 
 
 @routes.post("/tasks/{id}/cancel")

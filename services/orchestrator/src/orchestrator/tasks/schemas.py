@@ -1,12 +1,12 @@
-"""Task query parameters and the task / attempt views."""
+"""Task query parameters and the wire schemas of ``/tasks``: the responses are these
+schemas' dumps of the stored documents, and the OpenAPI document is generated from
+the same classes."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from marshmallow import Schema, fields, validate
 
+from provisioning_common.fields import Timestamp
 from provisioning_common.pagination import PageQuery
 
 from ..engine import STATUSES
@@ -17,75 +17,37 @@ class TaskQuery(PageQuery):
 
 
 class TaskView(Schema):
-    id = fields.String()
-    name = fields.String()
-    command = fields.String()
-    args = fields.List(fields.String())
-    dependencies = fields.List(fields.String())
-    status = fields.String()
-    created_at = fields.DateTime()
-    started_at = fields.DateTime(allow_none=True)
-    completed_at = fields.DateTime(allow_none=True)
-    output = fields.String(allow_none=True)
-    error = fields.String(allow_none=True)
-    progress = fields.Float()
-    current_step = fields.String(allow_none=True)
-    attempts = fields.Integer()
-    batch_id = fields.String(allow_none=True)
-    operation_id = fields.String(allow_none=True)
-    kind = fields.String(allow_none=True)
+    """A task document (``_id`` is the ``id``); absent optional fields are ``null``."""
+
+    id = fields.String(attribute="_id")
+    name = fields.String(dump_default=None)
+    command = fields.String(dump_default=None)
+    args = fields.List(fields.String(), dump_default=None)
+    dependencies = fields.List(fields.String(), dump_default=None)
+    status = fields.String(dump_default=None)
+    created_at = Timestamp(dump_default=None)
+    started_at = Timestamp(allow_none=True, dump_default=None)
+    completed_at = Timestamp(allow_none=True, dump_default=None)
+    output = fields.String(allow_none=True, dump_default=None)
+    error = fields.String(allow_none=True, dump_default=None)
+    progress = fields.Float(dump_default=0.0)
+    current_step = fields.String(allow_none=True, dump_default=None)
+    attempts = fields.Integer(dump_default=0)
+    batch_id = fields.String(allow_none=True, dump_default=None)
+    operation_id = fields.String(allow_none=True, dump_default=None)
+    kind = fields.String(allow_none=True, dump_default=None)
 
 
 class AttemptView(Schema):
-    id = fields.String()
-    task_id = fields.String()
-    attempt = fields.Integer()
-    worker_id = fields.String()
-    status = fields.String()
-    started_at = fields.DateTime()
-    ended_at = fields.DateTime(allow_none=True)
-    lease_expires_at = fields.DateTime(allow_none=True)
-    exit_code = fields.Integer(allow_none=True)
-    error = fields.String(allow_none=True)
+    """An attempt document (``_id`` is the ``id``)."""
 
-
-_TASK_FIELDS = (
-    "name",
-    "command",
-    "args",
-    "dependencies",
-    "status",
-    "created_at",
-    "started_at",
-    "completed_at",
-    "output",
-    "error",
-    "current_step",
-    "batch_id",
-    "operation_id",
-    "kind",
-)
-
-
-def task_view(doc: Mapping[str, Any]) -> dict[str, Any]:
-    view: dict[str, Any] = {"id": doc["_id"]}
-    for key in _TASK_FIELDS:
-        view[key] = doc.get(key)
-    view["progress"] = float(doc.get("progress") or 0.0)
-    view["attempts"] = int(doc.get("attempts") or 0)
-    return view
-
-
-def attempt_view(doc: Mapping[str, Any]) -> dict[str, Any]:
-    keys = (
-        "task_id",
-        "attempt",
-        "worker_id",
-        "status",
-        "started_at",
-        "ended_at",
-        "lease_expires_at",
-        "exit_code",
-        "error",
-    )
-    return {"id": doc["_id"], **{k: doc.get(k) for k in keys}}
+    id = fields.String(attribute="_id")
+    task_id = fields.String(dump_default=None)
+    attempt = fields.Integer(dump_default=None)
+    worker_id = fields.String(dump_default=None)
+    status = fields.String(dump_default=None)
+    started_at = Timestamp(dump_default=None)
+    ended_at = Timestamp(allow_none=True, dump_default=None)
+    lease_expires_at = Timestamp(allow_none=True, dump_default=None)
+    exit_code = fields.Integer(allow_none=True, dump_default=None)
+    error = fields.String(allow_none=True, dump_default=None)

@@ -12,9 +12,11 @@ from provisioning_common.pagination import paginated, parse_listing
 from ..audit import record_audit
 from ..auth import authorize
 from ..deps import container_of
-from .schemas import DeliveryQuery, DeliveryView, delivery_query, delivery_view
+from .schemas import DeliveryQuery, DeliveryView, delivery_query
 
 routes = web.RouteTableDef()
+_DELIVERY = DeliveryView()
+_DELIVERIES = DeliveryView(many=True)
 _TAGS = ["webhooks"]
 _MAX_ID = 200
 
@@ -30,13 +32,10 @@ _MAX_ID = 200
 async def list_deliveries(request: web.Request) -> web.Response:
     await authorize(request, "read", "webhooks:*")
     page, params = parse_listing(request, DeliveryQuery())
-    outbox = container_of(request).webhooks.outbox
-    docs, total = await outbox.find_items(
+    docs, total = await container_of(request).webhooks.deliveries(
         delivery_query(params), limit=page.limit, offset=page.offset
     )
-    attempts = await outbox.attempts_for(docs)
-    views = [delivery_view(d, attempts.get(str(d["_id"]), [])) for d in docs]
-    return paginated(request, views, total, page)
+    return paginated(request, _DELIVERIES.dump(docs), total, page)
 
 
 @routes.get("/webhooks/deliveries/{id}")
@@ -44,12 +43,11 @@ async def list_deliveries(request: web.Request) -> web.Response:
 async def get_delivery(request: web.Request) -> web.Response:
     await authorize(request, "read", "webhooks:*")
     delivery_id = request.match_info["id"]
-    outbox = container_of(request).webhooks.outbox
-    doc = await outbox.get(delivery_id) if len(delivery_id) <= _MAX_ID else None
+    webhooks = container_of(request).webhooks
+    doc = await webhooks.delivery(delivery_id) if len(delivery_id) <= _MAX_ID else None
     if doc is None:
         raise NotFound("Delivery not found")
-    attempts = await outbox.attempts_for([doc])
-    return ok(delivery_view(doc, attempts[delivery_id]))
+    return ok(_DELIVERY.dump(doc))
 
 
 @routes.post("/webhooks/deliveries/{id}/redeliver")
@@ -62,15 +60,13 @@ async def get_delivery(request: web.Request) -> web.Response:
 async def redeliver(request: web.Request) -> web.Response:
     await authorize(request, "redeliver", "webhooks:*")
     delivery_id = request.match_info["id"]
-    outbox = container_of(request).webhooks.outbox
-    doc = await outbox.get(delivery_id) if len(delivery_id) <= _MAX_ID else None
+    webhooks = container_of(request).webhooks
+    doc = await webhooks.delivery(delivery_id) if len(delivery_id) <= _MAX_ID else None
     if doc is None:
         raise NotFound("Delivery not found")
-    if not await outbox.redeliver(delivery_id):
+    if not await webhooks.redeliver(delivery_id):
         raise Conflict("Delivery is still in progress")
     await record_audit(
         request, action="webhook.redeliver", resource=f"webhooks/deliveries/{delivery_id}"
     )
-    fresh = await outbox.get(delivery_id) or doc
-    attempts = await outbox.attempts_for([fresh])
-    return ok(delivery_view(fresh, attempts[delivery_id]), status=202)
+    return ok(_DELIVERY.dump(await webhooks.delivery(delivery_id) or doc), status=202)

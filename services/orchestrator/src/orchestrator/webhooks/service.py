@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -27,7 +27,7 @@ import aiohttp
 from provisioning_common.aio import BackgroundTasks, wait_event
 from provisioning_common.envelope import format_timestamp
 from provisioning_common.events import EVENTS_CHANNEL, EventBus
-from provisioning_common.mongo import IndexSpec
+from provisioning_common.mongo import Document, IndexSpec
 from provisioning_common.outbox import AttemptResult, Outbox, OutboxItem, RetryPolicy
 from provisioning_common.webhooks import build_signed_delivery, serialize_unsigned
 
@@ -197,6 +197,28 @@ class WebhookService:
         keys = ("name", "output", "error", "batch_id", "operation_id")
         return {k: task.get(k) for k in keys if task.get(k) is not None}
 
+    # ------------------------------------------------------------ the API
+
+    async def deliveries(
+        self, filters: Mapping[str, Any], *, limit: int, offset: int
+    ) -> tuple[list[Document], int]:
+        """A page of deliveries, newest first, each with its ``attempt_log``, and the total."""
+        docs, total = await self.outbox.find_items(filters, limit=limit, offset=offset)
+        attempts = await self.outbox.attempts_for(docs)
+        return [_with_attempt_log(d, attempts.get(str(d["_id"]), [])) for d in docs], total
+
+    async def delivery(self, delivery_id: str) -> Document | None:
+        """One delivery with its ``attempt_log``; None when unknown."""
+        doc = await self.outbox.get(delivery_id)
+        if doc is None:
+            return None
+        attempts = await self.outbox.attempts_for([doc])
+        return _with_attempt_log(doc, attempts.get(delivery_id, []))
+
+    async def redeliver(self, delivery_id: str) -> bool:
+        """Re-arm a finished delivery; False while it is still being delivered."""
+        return await self.outbox.redeliver(delivery_id)
+
     # ------------------------------------------------------------ delivering
 
     async def _deliver(self, item: OutboxItem, attempt: int) -> AttemptResult:
@@ -235,3 +257,9 @@ class WebhookService:
     @staticmethod
     def _count(item: OutboxItem, result: AttemptResult, outcome: str) -> None:
         WEBHOOK_DELIVERIES.labels(outcome).inc()
+
+
+def _with_attempt_log(doc: Document, attempts: Sequence[Mapping[str, Any]]) -> Document:
+    """The delivery ``DeliveryView`` dumps: its item with its attempt records (takeover
+    markers, which carry no ``attempt``, left out)."""
+    return {**doc, "attempt_log": [a for a in attempts if "attempt" in a]}

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
-from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, validate
+from marshmallow import Schema, fields, validate
+
+from provisioning_common.fields import StrictBoolean
 
 # Names end up as CLI arguments: a leading letter/digit keeps them from being read as
 # flags, no '/' keeps settings from escaping the working directory.
@@ -14,15 +15,6 @@ OPERATIONS = ("create", "delete", "update")
 _NAME_ERROR = (
     "Must start with a letter or digit and contain only letters, digits, '.', '_' or '-' (max 128)"
 )
-
-
-class StrictBoolean(fields.Boolean):
-    """JSON booleans only: ``"true"``, ``1`` or ``"yes"`` are errors, not ``True``."""
-
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
-        if not isinstance(value, bool):
-            raise ValidationError("Not a valid boolean.")
-        return value
 
 
 def _name() -> fields.String:
