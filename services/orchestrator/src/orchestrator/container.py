@@ -49,6 +49,7 @@ from .rollback.service import RollbackContext
 from .settings import Settings
 from .state.repository import SnapshotRepository, TaskStatsRepository, database_size_bytes, ping
 from .state.service import StateContext
+from .tasks.service import TaskQueries
 from .webhooks import inbox_route
 from .webhooks.service import WebhookService
 from .workflows.repository import IdempotencyRepository
@@ -73,6 +74,7 @@ class Container(ContainerLifecycle):
     auth: RemoteAuth
     # tasks and workflows
     engine: Engine
+    tasks: TaskQueries
     idempotency: IdempotencyRepository
     # audit outbox and webhooks
     audit: AuditService
@@ -126,6 +128,7 @@ class Container(ContainerLifecycle):
         )
         await self.engine.start()
         stack.push_async_callback(self.engine.stop)
+        self.tasks = TaskQueries(self.engine.store)
         self.idempotency = IdempotencyRepository(self.db)
 
         self.audit = AuditService(self.db, service_sender(self.auth.service), s.audit)

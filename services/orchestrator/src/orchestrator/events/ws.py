@@ -276,7 +276,7 @@ class _Session:
     async def _task_owner(self, task_id: str) -> str:
         owner = self._owners.get(task_id)
         if owner is None:
-            doc = await container_of(self.request).engine.store.get(task_id)
+            doc = await container_of(self.request).tasks.summary(task_id)
             owner = owner_of(doc) if doc is not None else ""
             if len(self._owners) > 10_000:
                 self._owners.clear()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 
 from aiohttp import web
@@ -48,9 +47,9 @@ async def _task_id(request: web.Request, action: str) -> str:
 async def list_tasks(request: web.Request) -> web.Response:
     await authorize(request, "read", "tasks:*")
     page, query = parse_listing(request, TaskQuery())
-    store = container_of(request).engine.store
-    items = await store.list_tasks(status=query.get("status"), limit=page.limit, offset=page.offset)
-    total = await store.count(status=query.get("status"))
+    items, total = await container_of(request).tasks.page(
+        query.get("status"), page.limit, page.offset
+    )
     return paginated(request, _TASKS.dump(items), total, page)
 
 
@@ -58,12 +57,10 @@ async def list_tasks(request: web.Request) -> web.Response:
 @api_doc(summary="Get a task", tags=["tasks"], response=TaskView)
 async def get_task(request: web.Request) -> web.Response:
     task_id = await _task_id(request, "read")
-    store = container_of(request).engine.store
-    doc, output = await asyncio.gather(store.get(task_id), store.get_output(task_id))
-    if doc is None:
+    task = await container_of(request).tasks.detail(task_id)
+    if task is None:
         raise NotFound("Task not found")
-    # The document holds a summary; the whole kept tail lives beside it.
-    return ok(_TASK.dump({**doc, "output": output if output is not None else doc.get("output")}))
+    return ok(_TASK.dump(task))
 
 
 @routes.get("/tasks/{id}/attempts")
@@ -75,10 +72,10 @@ async def get_task(request: web.Request) -> web.Response:
 )
 async def get_attempts(request: web.Request) -> web.Response:
     task_id = await _task_id(request, "read")
-    store = container_of(request).engine.store
-    if await store.get(task_id) is None:
+    attempts = await container_of(request).tasks.attempts(task_id)
+    if attempts is None:
         raise NotFound("Task not found")
-    return ok(_ATTEMPTS.dump(await store.attempts(task_id)))
+    return ok(_ATTEMPTS.dump(attempts))
 
 
 @routes.post("/tasks/{id}/cancel")
