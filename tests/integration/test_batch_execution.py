@@ -32,6 +32,7 @@ from orchestrator.rollback.ledger import LedgerRecorder
 from orchestrator.rollback.repository import RollbackRepository
 from orchestrator.rollback.service import RollbackContext
 from orchestrator.state.repository import SnapshotRepository
+from orchestrator.tasks.service import TaskQueries
 from orchestrator.workflows.repository import IdempotencyRepository
 from provisioning_common.events import EVENTS_CHANNEL, EventBus
 from provisioning_common.validation import validate
@@ -188,6 +189,7 @@ async def make_harness(
         batches=repo,
         snapshots=snapshots,
         engine=engine,
+        tasks=TaskQueries(engine.store, engine.store.index),
         publisher=publisher,
         worker_id=engine.worker_id,
         wait_seconds=30.0,

@@ -21,6 +21,7 @@ from orchestrator.engine import Compensation, Engine, EngineSettings, TaskSpec, 
 from orchestrator.engine.model import new_task_id, task_document
 from orchestrator.engine.store import queue_entry
 from orchestrator.events import EventPublisher, EventRepository
+from orchestrator.tasks.service import TaskQueries
 from orchestrator.workflows.repository import IdempotencyRepository
 from orchestrator.workflows.service import body_hash, submit
 from provisioning_common.events import EventBus
@@ -414,6 +415,7 @@ async def test_idempotent_retry_creates_the_task_a_dead_first_request_claimed(
     the retry returns the same id and the task exists and runs."""
     engine = await make_engine()
     keys = IdempotencyRepository(mongo_db)
+    tasks = TaskQueries(engine.store, engine.store.index)
     body = {"infra": "prod", "settings": "c.k"}
     common = {"path": "/workflows/servers/create", "body": body, "user": "u-1"}
     # What the dead request left: the key, pointing at a task that was never inserted.
@@ -421,11 +423,11 @@ async def test_idempotent_retry_creates_the_task_a_dead_first_request_claimed(
     orphan = new_task_id()
     assert await keys.claim(key_id, body_hash(common["path"], body), orphan)
 
-    task_id = await submit(engine, keys, spec(), idempotency_key="key-1", **common)
+    task_id = await submit(engine, tasks, keys, spec(), idempotency_key="key-1", **common)
     assert task_id == orphan
     assert (await wait_final(engine, task_id))["status"] == "Completed"
     # A further retry returns it again and creates nothing more.
-    assert await submit(engine, keys, spec(), idempotency_key="key-1", **common) == orphan
+    assert await submit(engine, tasks, keys, spec(), idempotency_key="key-1", **common) == orphan
     assert await engine.store.count() == 1
 
 

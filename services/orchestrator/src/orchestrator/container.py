@@ -128,7 +128,7 @@ class Container(ContainerLifecycle):
         )
         await self.engine.start()
         stack.push_async_callback(self.engine.stop)
-        self.tasks = TaskQueries(self.engine.store)
+        self.tasks = TaskQueries(self.engine.store, self.engine.store.index)
         self.idempotency = IdempotencyRepository(self.db)
 
         self.audit = AuditService(self.db, service_sender(self.auth.service), s.audit)
@@ -216,6 +216,7 @@ class Container(ContainerLifecycle):
             batches=repo,
             snapshots=snapshots,
             engine=self.engine,
+            tasks=self.tasks,
             publisher=self.publisher,
             worker_id=self.engine.worker_id,
             wait_seconds=s.batches.rollback_wait_seconds,

@@ -17,6 +17,7 @@ from orchestrator.engine import Engine
 from orchestrator.engine.model import COMPLETED, FAILED, FINAL_STATUSES, RUNNING
 from orchestrator.event_types import EventType
 from orchestrator.events import EventPublisher
+from orchestrator.tasks.service import TaskQueries
 from provisioning_common.errors import Conflict, NotFound, UnprocessableEntity
 from provisioning_common.mongo import Document
 from provisioning_common.timeutil import utcnow
@@ -35,6 +36,7 @@ class RollbackContext:
     batches: BatchRecords
     snapshots: Snapshots
     engine: Engine
+    tasks: TaskQueries
     publisher: EventPublisher
     worker_id: str
     wait_seconds: float = 600.0
@@ -239,7 +241,7 @@ async def _wait_final(ctx: RollbackContext, task_ids: Sequence[str]) -> dict[str
     deadline = time.monotonic() + ctx.wait_seconds
     finals: dict[str, str] = {}
     while task_ids:
-        docs = await ctx.engine.store.get_many([t for t in task_ids if t not in finals])
+        docs = await ctx.tasks.summaries([t for t in task_ids if t not in finals])
         for tid, doc in docs.items():
             if doc["status"] in FINAL_STATUSES:
                 finals[tid] = str(doc["status"])

@@ -3,6 +3,7 @@ slice does not import the engine's repository."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 Document = dict[str, Any]
@@ -10,6 +11,8 @@ Document = dict[str, Any]
 
 class TaskRecords(Protocol):
     async def get(self, task_id: str) -> Document | None: ...
+
+    async def get_many(self, ids: Iterable[str]) -> dict[str, Document]: ...
 
     async def get_output(self, task_id: str) -> str | None: ...
 
@@ -20,3 +23,9 @@ class TaskRecords(Protocol):
     ) -> list[Document]: ...
 
     async def count(self, *, status: str | None = None) -> int: ...
+
+
+class PendingCounter(Protocol):
+    """The task index's count of a user's unfinished tasks."""
+
+    async def unfinished_of(self, owner: str) -> int: ...

@@ -38,7 +38,7 @@ async def check_pending(request: web.Request, owner: str, adding: int) -> None:
     overshoot by what they add at once (bounded by the batch size and rate limit)."""
     container = container_of(request)
     limit = container.settings.bounds.max_pending_per_user
-    pending = await container.engine.store.index.unfinished_of(owner)
+    pending = await container.tasks.unfinished_of(owner)
     if pending + adding > limit:
         raise TooManyRequests(
             30,

@@ -40,6 +40,7 @@ async def _submit(
     await check_pending(request, principal.sub, 1)
     task_id = await submit(
         container_of(request).engine,
+        container_of(request).tasks,
         container_of(request).idempotency,
         owned(spec, principal.sub),
         path=request.path,

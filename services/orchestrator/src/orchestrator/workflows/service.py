@@ -13,6 +13,7 @@ from provisioning_common.errors import BadRequest, Conflict
 
 from ..engine import Engine, TaskSpec
 from ..engine.model import new_task_id
+from ..tasks.service import TaskQueries
 from .repository import IdempotencyRepository
 
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
@@ -33,6 +34,7 @@ def body_hash(path: str, body: Mapping[str, Any]) -> str:
 
 async def submit(
     engine: Engine,
+    tasks: TaskQueries,
     keys: IdempotencyRepository,
     spec: TaskSpec,
     *,
@@ -53,7 +55,7 @@ async def submit(
         if existing["body_hash"] != digest:
             raise Conflict("Idempotency-Key was already used with a different request")
         task_id = str(existing["task_id"])
-        if await engine.store.get(task_id) is None:
+        if await tasks.summary(task_id) is None:
             # The first request claimed the key and died before creating its task (or
             # is still creating it): create it now under the same id. A task that was
             # created meanwhile is not an error; it is created, queued and announced once.
