@@ -1,12 +1,13 @@
 """Application factory: ``create_app(settings)``; nothing happens at import time.
 
 The composition root is :class:`~control_center.container.Container`, built here once
-from the settings and started in ``cleanup_ctx``; each slice adds its routes, and
-handlers reach the container through ``request.app[CONTAINER]``."""
+from the settings and started in ``cleanup_ctx``. Each feature is one
+``setup(app, container)`` that only adds routes; handlers reach the container through
+``request.app[CONTAINER]``. The orchestrator is built the same way."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
@@ -20,16 +21,20 @@ from provisioning_common.webapp import (
     enable_cors,
 )
 
-from .audit.routes import routes as audit_routes
-from .auth.routes import routes as auth_routes
+from .audit.setup import setup as audit_setup
+from .auth.setup import setup as auth_setup
 from .container import Container
 from .deps import CONTAINER
-from .keys.routes import routes as key_routes
-from .policies.routes import routes as policy_routes
+from .keys.setup import setup as keys_setup
+from .policies.setup import setup as policies_setup
 from .settings import Settings
-from .users.routes import routes as user_routes
+from .users.setup import setup as users_setup
 
-ROUTES = (auth_routes, user_routes, policy_routes, audit_routes, key_routes)
+Feature = Callable[[web.Application, Container], None]
+
+# Each feature's setup(app, container) adds its routes; what runs in the background is
+# started by the container. Adding a feature is one line here.
+FEATURES: list[Feature] = [auth_setup, users_setup, policies_setup, audit_setup, keys_setup]
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -52,8 +57,8 @@ def create_app(settings: Settings) -> web.Application:
         health_message="Control center is healthy",
         checks={"storage": check_mongo, "redis": check_redis},
     )
-    for table in ROUTES:
-        app.router.add_routes(table)
+    for feature in FEATURES:
+        feature(app, container)
     add_openapi_routes(app, "Provisioning control center", "1.0.0")
     enable_cors(app, settings.common.cors_origins)  # last: covers every route
     return app
