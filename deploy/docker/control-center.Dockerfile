@@ -11,11 +11,13 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 RUN python -m venv /opt/venv
-# Only the shared library and this service: never the other service or the test tree.
+# Only the shared library, the SDK (the audit chain's canonical rules) and this service:
+# never the other service or the test tree.
 COPY libs/common /src/libs/common
+COPY libs/client /src/libs/client
 COPY services/control_center /src/services/control_center
 # Non-editable install; pip byte-compiles, so the read-only runtime never writes .pyc files.
-RUN /opt/venv/bin/pip install /src/libs/common /src/services/control_center \
+RUN /opt/venv/bin/pip install /src/libs/common /src/libs/client /src/services/control_center \
  && /opt/venv/bin/pip uninstall -y pip
 
 # -------------------------------------------------------------- runtime

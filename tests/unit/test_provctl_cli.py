@@ -126,6 +126,9 @@ COMMANDS = [
         "--limit",
         "10",
     ],
+    ["audit", "verify", "export.ndjson", "--jwks", "jwks.json"],
+    ["audit", "verify", "--from-seq", "1", "--to-seq", "10"],
+    ["audit", "export", "out.ndjson", "--from-seq", "1"],
     ["webhooks", "deliveries"],
     ["webhooks", "redeliver", "d1"],
 ]

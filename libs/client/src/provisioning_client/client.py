@@ -215,6 +215,10 @@ class ProvisioningClient:
     audit_logs = delegate("audit", AuditAPI.logs)
     iter_audit_logs = delegate("audit", AuditAPI.iter_logs)
     record_audit_event = delegate("audit", AuditAPI.record_event)
+    verify_audit = delegate("audit", AuditAPI.verify)
+    export_audit = delegate("audit", AuditAPI.export)
+    export_audit_lines = delegate("audit", AuditAPI.export_lines)
+    verify_audit_export = delegate("audit", AuditAPI.verify_export)
 
     health = delegate("system", SystemAPI.health)
     ready = delegate("system", SystemAPI.ready)

@@ -146,6 +146,10 @@ class SyncAuditAPI(_Sync[AuditAPI]):
     logs = _blocking(AuditAPI.logs)
     iter_logs = _iterating(AuditAPI.iter_logs)
     record_event = _blocking(AuditAPI.record_event)
+    verify = _blocking(AuditAPI.verify)
+    export = _iterating(AuditAPI.export)
+    export_lines = _iterating(AuditAPI.export_lines)
+    verify_export = _blocking(AuditAPI.verify_export)
 
 
 class SyncSystemAPI(_Sync[SystemAPI]):
@@ -347,6 +351,10 @@ class SyncProvisioningClient(_Sync[ProvisioningClient]):
     audit_logs = delegate("audit", SyncAuditAPI.logs)
     iter_audit_logs = delegate("audit", SyncAuditAPI.iter_logs)
     record_audit_event = delegate("audit", SyncAuditAPI.record_event)
+    verify_audit = delegate("audit", SyncAuditAPI.verify)
+    export_audit = delegate("audit", SyncAuditAPI.export)
+    export_audit_lines = delegate("audit", SyncAuditAPI.export_lines)
+    verify_audit_export = delegate("audit", SyncAuditAPI.verify_export)
 
     health = delegate("system", SyncSystemAPI.health)
     ready = delegate("system", SyncSystemAPI.ready)

@@ -3,8 +3,9 @@
 ``python -m control_center unlock-admin`` is the break-glass for the bootstrap
 ``admin`` locked out of its account: it lifts the admin's lockouts (every source
 address) directly in the database named by ``MONGODB_URL`` / ``MONGODB_DATABASE``,
-records ``auth.unlock`` in the audit log and exits (0: done, 1: no ``admin`` user).
-It needs no running service and no token. ``BOOTSTRAP_ADMIN_UNLOCK=true`` does the
+records ``auth.unlock`` in the audit log (hash-chained and signed with the JWT
+signing key, as the service chains its records) and exits (0: done, 1: no ``admin``
+user). It needs no running service and no token. ``BOOTSTRAP_ADMIN_UNLOCK=true`` does the
 same at every start-up of the service."""
 
 from __future__ import annotations
@@ -12,13 +13,18 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from provisioning_common.mongo import open_client
+from pymongo.asynchronous.database import AsyncDatabase
+
+from provisioning_common.mongo import Document, open_client
 from provisioning_common.runner import run_service
 
 from .app import create_app
-from .audit.repository import AuditRepository
+from .audit.chain_service import AuditChain, ChainConfig
+from .audit.repository import AuditRepository, ChainRepository
 from .audit.service import AuditLog
 from .auth.repository import LoginRepository
+from .keys.repository import KeyRepository
+from .keys.service import KeyRing
 from .settings import Settings
 from .users.bootstrap import break_glass_unlock
 from .users.repository import UserRepository
@@ -30,14 +36,40 @@ async def unlock_admin(settings: Settings) -> bool:
     client = open_client(settings.common.mongodb_url)
     try:
         db = client[settings.common.database]
-        return await break_glass_unlock(
+        chain = await _audit_chain(settings, db)
+        done = await break_glass_unlock(
             UserRepository(db),
             LoginRepository(db),
-            AuditLog(AuditRepository(db)),
+            AuditLog(AuditRepository(db), chain),
             "unlock-admin command",
         )
+        # no periodic checkpoint in a one-shot command: sign the head before exiting
+        await chain.checkpoint_now()
+        return done
     finally:
         await client.close()
+
+
+async def _audit_chain(settings: Settings, db: AsyncDatabase[Document]) -> AuditChain:
+    """The audit chain as the service's container builds it: the same signing keys
+    (configured, or the generations stored in MongoDB) and checkpoint settings."""
+    auth = settings.auth
+    keyring = KeyRing(retention_seconds=max(auth.session_max, auth.service_ttl) + 300)
+    if auth.private_key_pem:
+        keyring.load_from_config(auth.private_key_pem, auth.previous_key_pems)
+    else:
+        await keyring.load_from_store(KeyRepository(db))
+    chain_settings = settings.audit_chain
+    return AuditChain(
+        AuditRepository(db),
+        ChainRepository(db),
+        keyring,
+        ChainConfig(
+            checkpoint_records=chain_settings.checkpoint_records,
+            checkpoint_seconds=chain_settings.checkpoint_seconds,
+            page_size=chain_settings.page_size,
+        ),
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

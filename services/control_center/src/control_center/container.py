@@ -13,6 +13,9 @@ in the reverse order. The attributes exist once ``start`` has run.
 The services, in the order they are built (each uses only those before it):
 
 - ``audit`` (:class:`AuditLog`): every audit record, and the ``/audit`` endpoints;
+  its ``chain`` (:class:`AuditChain`) hash-chains each new record and signs the
+  chain's head with the JWT signing key (every ``AUDIT_CHECKPOINT_RECORDS`` records,
+  and every ``AUDIT_CHECKPOINT_SECONDS`` by a background loop);
 - ``revocations``: tokens, sessions and users revoked (MongoDB, Redis, the event);
 - ``verifier``: token signature, claims and state, introspection;
 - ``lockouts``: the failure budgets of every password or TOTP check;
@@ -39,7 +42,8 @@ from provisioning_common.aio import background
 from provisioning_common.timeutil import utcnow
 from provisioning_common.webapp import ContainerLifecycle, Storage
 
-from .audit.repository import AuditRepository
+from .audit.chain_service import AuditChain, ChainConfig, checkpoint_loop
+from .audit.repository import AuditRepository, ChainRepository
 from .audit.service import AuditLog
 from .auth.lockout import Lockouts
 from .auth.login import LoginService
@@ -82,6 +86,7 @@ class Repositories:
     policies: PolicyRepository
     audit: AuditRepository
     keys: KeyRepository
+    audit_chain: ChainRepository
 
 
 class Container(ContainerLifecycle):
@@ -120,6 +125,7 @@ class Container(ContainerLifecycle):
             policies=PolicyRepository(db),
             audit=AuditRepository(db),
             keys=KeyRepository(db),
+            audit_chain=ChainRepository(db),
         )
         for repo in (
             repos.users,
@@ -130,6 +136,7 @@ class Container(ContainerLifecycle):
             repos.policies,
             repos.audit,
             repos.keys,
+            repos.audit_chain,
         ):
             await repo.ensure_indexes()
         auth = settings.auth
@@ -161,13 +168,31 @@ class Container(ContainerLifecycle):
         await stack.enter_async_context(
             background(_every(PURGE_INTERVAL, self._purge, "purge"), "purge")
         )
+        if self.audit.chain is not None:
+            await stack.enter_async_context(
+                background(
+                    checkpoint_loop(self.audit.chain, settings.audit_chain.checkpoint_seconds),
+                    "audit-checkpoint",
+                )
+            )
 
     def _build_services(self, mfa_key: bytes, fake_hash: bytes) -> None:
         """Each slice's services, once; ``mfa_key`` encrypts TOTP secrets at rest (a
         bad key stops start-up here, not at the first login), ``fake_hash`` is the
         bcrypt hash at the configured cost checked for unknown users and lockouts."""
         auth, repos, keyring = self.settings.auth, self.repos, self.keyring
-        audit = self.audit = AuditLog(repos.audit)
+        chain_settings = self.settings.audit_chain
+        chain = AuditChain(
+            repos.audit,
+            repos.audit_chain,
+            keyring,
+            ChainConfig(
+                checkpoint_records=chain_settings.checkpoint_records,
+                checkpoint_seconds=chain_settings.checkpoint_seconds,
+                page_size=chain_settings.page_size,
+            ),
+        )
+        audit = self.audit = AuditLog(repos.audit, chain)
         revocations = self.revocations = Revocations(
             repos.tokens, repos.sessions, repos.users, self.storage.redis, self.storage.bus
         )

@@ -50,9 +50,22 @@ class AuthSettings:
 
 
 @dataclass(frozen=True)
+class AuditChainSettings:
+    """The tamper-evident audit chain: its head is signed (a checkpoint) once
+    ``checkpoint_records`` records were chained since the last checkpoint, or, when
+    anything was chained, every ``checkpoint_seconds``; records chained after the
+    newest checkpoint are not yet protected against truncation."""
+
+    checkpoint_records: int = 1000  # AUDIT_CHECKPOINT_RECORDS
+    checkpoint_seconds: float = 60.0  # AUDIT_CHECKPOINT_SECONDS
+    page_size: int = 200  # AUDIT_VERIFY_PAGE_SIZE: point reads per page of /audit/verify
+
+
+@dataclass(frozen=True)
 class Settings:
     common: CommonSettings
     auth: AuthSettings = field(default_factory=AuthSettings)
+    audit_chain: AuditChainSettings = field(default_factory=AuditChainSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -64,7 +77,17 @@ class Settings:
             default_database="provisioning_control_center",
             production_requires=PRODUCTION_SECRETS,
         )
-        return cls(common=common, auth=_auth_settings(reader))
+        return cls(
+            common=common, auth=_auth_settings(reader), audit_chain=_audit_chain_settings(reader)
+        )
+
+
+def _audit_chain_settings(reader: EnvReader) -> AuditChainSettings:
+    return AuditChainSettings(
+        checkpoint_records=reader.int("AUDIT_CHECKPOINT_RECORDS", 1000, low=1, high=1_000_000),
+        checkpoint_seconds=reader.float("AUDIT_CHECKPOINT_SECONDS", 60.0, low=0.1),
+        page_size=reader.int("AUDIT_VERIFY_PAGE_SIZE", 200, low=1, high=1000),
+    )
 
 
 def _read_pem(reader: EnvReader, name: str) -> str | None:

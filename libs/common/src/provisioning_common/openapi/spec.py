@@ -79,6 +79,8 @@ _RAW_CONTENT: dict[str, dict[str, Any]] = {
     "/metrics": {"text/plain": {"schema": {"type": "string"}}},
     "/openapi.json": {"application/json": {"schema": {"type": "object"}}},
     "/docs": {"text/html": {"schema": {"type": "string"}}},
+    # the audit chain, streamed as NDJSON (head, checkpoint and record lines)
+    "/audit/export": {"application/x-ndjson": {"schema": {"type": "string"}}},
 }
 
 

@@ -6,6 +6,7 @@ leading ``$`` never reach MongoDB; secrets are dropped before anything is stored
 from __future__ import annotations
 
 import json
+import math
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -54,6 +55,8 @@ def scrub(details: Any) -> Any:
         return [scrub(v) for v in details]
     if isinstance(details, str) and SECRET_VALUE.search(details.strip()):
         return REDACTED
+    if isinstance(details, float) and not math.isfinite(details):
+        return str(details)  # NaN/Infinity are not JSON: the chain hashes canonical JSON
     return details
 
 

@@ -73,3 +73,45 @@ class AuditBatchOut(Schema):
     stored = fields.Integer()
     duplicates = fields.Integer()
     results = fields.List(fields.Nested(AuditIngestOut))
+
+
+class ChainRangeQuery(Schema):
+    """``from_seq``/``to_seq``: the part of the chain to check or export (inclusive)."""
+
+    from_seq = fields.Integer(load_default=1, validate=validate.Range(min=1))
+    to_seq = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=1))
+
+    @validates_schema
+    def _ordered(self, data: dict[str, object], **kwargs: object) -> None:
+        start, end = data.get("from_seq"), data.get("to_seq")
+        if isinstance(start, int) and isinstance(end, int) and start > end:
+            raise ValidationError("'from_seq' must not be after 'to_seq'")
+
+
+class ChainErrorOut(Schema):
+    seq = fields.Integer(metadata={"description": "the first sequence number found broken"})
+    kind = fields.String(
+        validate=validate.OneOf(["modified", "missing", "reordered", "truncated"]),
+        metadata={
+            "description": (
+                "modified: a record (or a signed checkpoint) does not match its hash; "
+                "missing: a sequence number without its record; reordered: a record "
+                "not linked to the one before it; truncated: a signed checkpoint or "
+                "the head names records past the last one"
+            )
+        },
+    )
+    detail = fields.String()
+
+
+class ChainVerifyOut(Schema):
+    valid = fields.Boolean(metadata={"description": "no error in the range checked"})
+    checked = fields.Integer(metadata={"description": "records verified before any error"})
+    from_seq = fields.Integer()
+    last_seq = fields.Integer(allow_none=True, metadata={"description": "last record verified"})
+    last_hash = fields.String(allow_none=True)
+    checkpoints = fields.Integer(metadata={"description": "signed checkpoints in range"})
+    unverified_checkpoints = fields.Integer(
+        metadata={"description": "checkpoints signed by a key no longer in the key set"}
+    )
+    first_error = fields.Nested(ChainErrorOut, allow_none=True)

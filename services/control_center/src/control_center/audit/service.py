@@ -1,5 +1,7 @@
 """Writing and querying the audit log: :class:`AuditLog`, the one writer every
-slice is given."""
+slice is given. Each newly stored record is appended to the hash chain
+(:class:`~control_center.audit.chain_service.AuditChain`) right after its insert;
+a duplicate (a retried ingestion) is not chained twice."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from .chain_service import AuditChain
 from .model import AuditRecord, from_document
 from .repository import AuditRepository
 
@@ -24,8 +27,30 @@ def _from_event(event: dict[str, Any]) -> AuditRecord:
 
 
 class AuditLog:
-    def __init__(self, repo: AuditRepository) -> None:
+    def __init__(self, repo: AuditRepository, chain: AuditChain | None = None) -> None:
         self._repo = repo
+        self.chain = chain
+
+    async def _store(self, docs: list[dict[str, Any]]) -> list[bool]:
+        """Insert, then chain the new records; a duplicate (a retried ingestion) whose
+        first attempt stored it but failed before chaining it is chained now."""
+        stored = await self._repo.insert_many(docs)
+        if self.chain is None:
+            return stored
+        fresh = [d for d, new in zip(docs, stored, strict=True) if new]
+        taken = {str(d["_id"]) for d in fresh}
+        seen = list(
+            dict.fromkeys(
+                str(d["_id"])
+                for d, new in zip(docs, stored, strict=True)
+                if not new and str(d["_id"]) not in taken
+            )
+        )
+        if seen:  # rare: only retries repeat an id
+            lost = await self.chain.unchained(seen)
+            fresh += [d for d in await self._repo.get_many(lost) if d is not None]
+        await self.chain.append(fresh)
+        return stored
 
     async def record(
         self,
@@ -36,24 +61,23 @@ class AuditLog:
         user_id: str | None = None,
         details: dict[str, Any] | None = None,
     ) -> None:
-        await self._repo.insert(
-            AuditRecord(
-                action=action,
-                resource=resource,
-                result=result,
-                user_id=user_id,
-                details=details or {},
-            ).to_document()
+        record = AuditRecord(
+            action=action,
+            resource=resource,
+            result=result,
+            user_id=user_id,
+            details=details or {},
         )
+        await self._store([record.to_document()])
 
     async def ingest(self, event: dict[str, Any]) -> bool:
         """Store another service's event; False when this id was already stored."""
-        return await self._repo.insert(_from_event(event).to_document())
+        return (await self._store([_from_event(event).to_document()]))[0]
 
     async def ingest_many(self, events: Sequence[dict[str, Any]]) -> list[bool]:
         """Store a batch of events in one write; per event, False when its id was
         already stored (a retried batch, or the same id twice in the batch)."""
-        return await self._repo.insert_many([_from_event(event).to_document() for event in events])
+        return await self._store([_from_event(event).to_document() for event in events])
 
     async def search(
         self,

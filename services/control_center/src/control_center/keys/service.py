@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -22,7 +22,7 @@ from provisioning_common.timeutil import as_utc, utcnow
 from provisioning_common.tokens import ALGORITHM
 
 from ..audit.service import AuditLog
-from .model import KeyMaterial, generate_private_pem, material_from_pem
+from .model import KeyMaterial, KeyStore, generate_private_pem, material_from_pem
 from .repository import KeyRepository
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ class KeyRing:
         self.from_config = True
         self._install(active, older)
 
-    async def load_from_store(self, repo: KeyRepository) -> None:
+    async def load_from_store(self, repo: KeyStore) -> None:
         """Load the newest generations; generate the first key when there is none."""
         docs = await repo.recent(LOOKBACK)
         if not docs:
@@ -69,7 +69,7 @@ class KeyRing:
             raise KeyRingError("no signing key in the store")
         self._install_docs(docs)
 
-    async def reload(self, repo: KeyRepository) -> None:
+    async def reload(self, repo: KeyStore) -> None:
         if self.from_config:
             return
         docs = self._select(await repo.recent(LOOKBACK))
@@ -81,14 +81,14 @@ class KeyRing:
             self._install_docs(docs)
         self._last_reload = time.monotonic()
 
-    async def reload_if_stale(self, repo: KeyRepository, min_interval: float = 2.0) -> bool:
+    async def reload_if_stale(self, repo: KeyStore, min_interval: float = 2.0) -> bool:
         """Reload after an unknown ``kid`` at most every ``min_interval`` seconds."""
         if self.from_config or time.monotonic() - self._last_reload < min_interval:
             return False
         await self.reload(repo)
         return True
 
-    async def rotate(self, repo: KeyRepository) -> str:
+    async def rotate(self, repo: KeyStore) -> str:
         if self.from_config:
             raise KeyRingError("keys come from configuration; rotate the mounted secret")
         docs = await repo.recent(1)
@@ -135,6 +135,22 @@ class KeyRing:
             dict(claims), self._signer, algorithm=ALGORITHM, headers={"kid": self.active.kid}
         )
         return token
+
+    def sign_detached(self, message: Callable[[str], bytes]) -> tuple[str, bytes]:
+        """An RS256 signature (PKCS #1 v1.5, SHA-256) of ``message(kid)`` with the
+        active key; the key id and the raw signature. Used for audit checkpoints."""
+        if self._signer is None or self.active is None:
+            raise KeyRingError("no signing key loaded")
+        kid = self.active.kid
+        signature: bytes = self._signer.sign(message(kid))
+        return kid, signature
+
+    def verify_detached(self, kid: str, data: bytes, signature: bytes) -> bool | None:
+        """True/False for a key in the ring; None when ``kid`` is not (or no longer) one."""
+        key = self.keys.get(kid)
+        if key is None:
+            return None
+        return bool(key.verify(data, signature))
 
     @property
     def verification_keys(self) -> Mapping[str, Key]:

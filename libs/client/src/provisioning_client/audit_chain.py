@@ -1,0 +1,386 @@
+"""The tamper-evident audit chain: its canonical hashing, checkpoint messages and
+:class:`ChainVerifier` (pure code, no I/O), and the offline verification of an
+export (``GET /audit/export``, NDJSON) against the control center's public keys
+(``/.well-known/jwks.json``): :func:`verify_export`, used by ``provctl audit verify
+FILE``.
+
+This module is the single definition of the chain's rules, part of the public
+contract the SDK verifies offline: the control center imports it to hash, link,
+sign and verify (``control_center.audit.chain_service``).
+
+Every chained record is hashed as the canonical JSON (sorted keys, no whitespace,
+ASCII, instants as ``YYYY-MM-DDTHH:MM:SS.mmmZ`` in UTC: MongoDB keeps milliseconds)
+of its wire form ``{id, timestamp, user_id, action, resource, result, details}``
+plus ``prev_hash``; the first record's ``prev_hash`` is :data:`GENESIS`. A
+checkpoint signs ``{seq, hash, signed_at, kid}``: RS256 (RSASSA-PKCS1-v1_5 with
+SHA-256) over :data:`CHECKPOINT_CONTEXT` + its canonical JSON, so a tail cut off
+below a signed head is detectable. Offline, the signature is checked with the JWKS
+key named by ``kid`` (``cryptography``)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+GENESIS = "0" * 64
+CHECKPOINT_CONTEXT = b"provisioning-audit-checkpoint/v1\n"
+RECORD_FIELDS = ("id", "timestamp", "user_id", "action", "resource", "result", "details")
+KINDS = ("modified", "missing", "reordered", "truncated")
+
+
+def iso_ms(value: datetime) -> str:
+    """The fixed instant form: UTC, milliseconds (truncated, as BSON stores them), ``Z``."""
+    moment = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+# one encoder, built once: ``json.dumps`` with options builds a new one per call
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+)
+
+
+def canonical_bytes(value: Any) -> bytes:
+    return _CANONICAL.encode(value).encode("ascii")
+
+
+def hash_canonical(record_bytes: bytes, prev_hash: str) -> str:
+    """SHA-256 hex of the canonical JSON ``{"prev_hash": ..., "record": ...}`` given
+    the record's canonical bytes, which an export line carries verbatim (so an
+    offline check hashes them as they are, without parsing and re-encoding)."""
+    body = b'{"prev_hash":' + canonical_bytes(prev_hash) + b',"record":' + record_bytes + b"}"
+    return hashlib.sha256(body).hexdigest()
+
+
+def record_hash(record: Mapping[str, Any], prev_hash: str) -> str:
+    """SHA-256 hex of the wire record together with ``prev_hash``. The position is
+    bound by the link, not by ``seq`` itself: a record moved elsewhere keeps a valid
+    hash but no longer follows its predecessor (``reordered``)."""
+    return hash_canonical(canonical_bytes(record), prev_hash)
+
+
+def checkpoint_message(seq: int, hash_: str, signed_at: str, kid: str) -> bytes:
+    """The bytes a checkpoint's signature covers."""
+    return CHECKPOINT_CONTEXT + canonical_bytes(
+        {"seq": seq, "hash": hash_, "signed_at": signed_at, "kid": kid}
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """A chained record's place: its ``seq``, the hash before it and its own hash."""
+
+    seq: int
+    prev_hash: str
+    hash: str
+
+
+def link(records: list[dict[str, Any]], head_seq: int, head_hash: str) -> list[Link]:
+    """Chain ``records`` (wire form) after the head ``(head_seq, head_hash)``."""
+    links: list[Link] = []
+    seq, prev = head_seq, head_hash
+    for record in records:
+        seq += 1
+        digest = record_hash(record, prev)
+        links.append(Link(seq, prev, digest))
+        prev = digest
+    return links
+
+
+@dataclass(frozen=True, slots=True)
+class ChainError:
+    seq: int
+    kind: str  # one of KINDS
+    detail: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"seq": self.seq, "kind": self.kind, "detail": self.detail}
+
+
+# A checkpoint's signature check: True valid, False invalid, None unknown key (a key
+# retired from the key set can no longer be checked; such checkpoints are counted).
+SignatureCheck = Callable[[Mapping[str, Any]], bool | None]
+
+
+class ChainVerifier:
+    """Checks a chain fed in ``seq`` order, stopping at the first error.
+
+    Feed the checkpoints first (:meth:`checkpoint`), then every record
+    (:meth:`record`) or the absence of one (:meth:`absent`), then :meth:`finish`
+    with the unsigned head hint if any. ``from_seq`` > 1 trusts the first record's
+    ``prev_hash``; ``to_seq`` bounds the records (and checkpoints) that matter."""
+
+    def __init__(
+        self,
+        check_signature: SignatureCheck | None = None,
+        from_seq: int = 1,
+        to_seq: int | None = None,
+    ) -> None:
+        self._check_signature = check_signature
+        self.from_seq = max(1, from_seq)
+        self.to_seq = to_seq
+        self.expected = self.from_seq
+        self.last_hash: str | None = GENESIS if self.from_seq == 1 else None
+        self.last_seq = self.from_seq - 1
+        self.checked = 0
+        self.checkpoints = 0
+        self.unverified_checkpoints = 0
+        self.error: ChainError | None = None
+        self._pending: dict[int, str] = {}  # checkpoint seq -> signed hash
+        self._max_checkpoint = 0
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+    def _fail(self, seq: int, kind: str, detail: str) -> bool:
+        if self.error is None:
+            self.error = ChainError(seq, kind, detail)
+        return False
+
+    def _in_range(self, seq: int) -> bool:
+        return seq >= self.from_seq and (self.to_seq is None or seq <= self.to_seq)
+
+    def checkpoint(self, cp: Mapping[str, Any]) -> bool:
+        if self.error is not None:
+            return False
+        try:
+            seq, digest = int(cp["seq"]), str(cp["hash"])
+        except (KeyError, TypeError, ValueError):
+            return self._fail(0, "modified", "malformed checkpoint")
+        if not self._in_range(seq):
+            return True
+        if self._check_signature is not None:
+            verdict = self._check_signature(cp)
+            if verdict is False:
+                return self._fail(seq, "modified", "checkpoint signature does not verify")
+            if verdict is None:
+                self.unverified_checkpoints += 1
+        if self._pending.get(seq, digest) != digest:
+            return self._fail(seq, "modified", "two checkpoints disagree on this record's hash")
+        self._pending[seq] = digest
+        self._max_checkpoint = max(self._max_checkpoint, seq)
+        self.checkpoints += 1
+        return True
+
+    def absent(self, seq: int, detail: str) -> bool:
+        """The chain names record ``seq`` but the record itself is gone."""
+        if self.error is not None:
+            return False
+        if seq > self.expected:
+            return self._fail(self.expected, "missing", "no record with this sequence number")
+        return self._fail(seq, "missing", detail)
+
+    def record(self, seq: int, prev_hash: str, digest: str, record: Mapping[str, Any]) -> bool:
+        try:
+            body = canonical_bytes(record)
+        except (TypeError, ValueError):
+            return self._fail(seq, "modified", "the record is not canonical JSON")
+        return self.record_bytes(seq, prev_hash, digest, body)
+
+    def record_bytes(self, seq: int, prev_hash: str, digest: str, body: bytes) -> bool:
+        """:meth:`record` given the record's canonical JSON bytes."""
+        if self.error is not None:
+            return False
+        if seq < self.expected:
+            return self._fail(seq, "reordered", f"sequence number after {self.expected - 1}")
+        if seq > self.expected:
+            return self._fail(self.expected, "missing", "no record with this sequence number")
+        if hash_canonical(body, prev_hash) != digest:
+            return self._fail(seq, "modified", "the record does not match its hash")
+        if self.last_hash is not None and prev_hash != self.last_hash:
+            return self._fail(seq, "reordered", "prev_hash is not the hash of the record before")
+        signed = self._pending.pop(seq, None)
+        if signed is not None and signed != digest:
+            return self._fail(seq, "modified", "the hash differs from the signed checkpoint")
+        self.last_hash, self.last_seq, self.expected = digest, seq, seq + 1
+        self.checked += 1
+        return True
+
+    def finish(self, head_seq: int | None = None) -> bool:
+        """After the last record: a signed checkpoint (or the head) beyond it means
+        the tail was cut off."""
+        if self.error is not None:
+            return False
+        beyond = max(self._max_checkpoint, head_seq or 0)
+        if self.to_seq is not None:
+            beyond = min(beyond, self.to_seq)
+        if beyond > self.last_seq:
+            source = "a signed checkpoint" if self._max_checkpoint > self.last_seq else "the head"
+            return self._fail(
+                self.last_seq + 1, "truncated", f"{source} names sequence number {beyond}"
+            )
+        return True
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "valid": self.error is None,
+            "checked": self.checked,
+            "from_seq": self.from_seq,
+            "last_seq": self.last_seq if self.checked else None,
+            "last_hash": self.last_hash if self.checked else None,
+            "checkpoints": self.checkpoints,
+            "unverified_checkpoints": self.unverified_checkpoints,
+            "first_error": self.error.as_dict() if self.error else None,
+        }
+
+
+# ---------------------------------------------------------------- offline checking
+
+
+def _b64url_decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _b64url_int(text: str) -> int:
+    return int.from_bytes(_b64url_decode(text), "big")
+
+
+@dataclass(frozen=True, slots=True)
+class RsaPublicKey:
+    """An RS256 verification key of a JWKS (``n``, ``e``), checked by ``cryptography``."""
+
+    key: rsa.RSAPublicKey
+
+    @classmethod
+    def from_jwk(cls, jwk: Mapping[str, Any]) -> RsaPublicKey:
+        n, e = _b64url_int(str(jwk["n"])), _b64url_int(str(jwk["e"]))
+        return cls(rsa.RSAPublicNumbers(e, n).public_key())
+
+    def verify(self, message: bytes, signature: bytes) -> bool:
+        """RSASSA-PKCS1-v1_5 with SHA-256 (RFC 8017 §8.2.2)."""
+        try:
+            self.key.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
+        except InvalidSignature:
+            return False
+        return True
+
+
+def keys_from_jwks(jwks: Mapping[str, Any]) -> dict[str, RsaPublicKey]:
+    """The RS256 signing keys of a JWKS document, by ``kid``."""
+    keys: dict[str, RsaPublicKey] = {}
+    for jwk in jwks.get("keys") or []:
+        if not isinstance(jwk, Mapping) or jwk.get("kty") != "RSA" or "kid" not in jwk:
+            continue
+        if jwk.get("alg", "RS256") != "RS256" or jwk.get("use", "sig") != "sig":
+            continue
+        try:
+            keys[str(jwk["kid"])] = RsaPublicKey.from_jwk(jwk)
+        except (KeyError, ValueError, binascii.Error):
+            continue
+    return keys
+
+
+def signature_checker(keys: Mapping[str, RsaPublicKey]) -> SignatureCheck:
+    """A :data:`SignatureCheck` over these keys (None for a ``kid`` not among them)."""
+
+    def check(cp: Mapping[str, Any]) -> bool | None:
+        key = keys.get(str(cp.get("kid")))
+        if key is None:
+            return None
+        try:
+            message = checkpoint_message(
+                int(cp["seq"]), str(cp["hash"]), str(cp["signed_at"]), str(cp["kid"])
+            )
+            signature = _b64url_decode(str(cp["signature"]))
+        except (KeyError, TypeError, ValueError, binascii.Error):
+            return False
+        return key.verify(message, signature)
+
+    return check
+
+
+@dataclass(slots=True)
+class AuditVerification:
+    """The answer of ``GET /audit/verify`` (and of :func:`verify_export`)."""
+
+    valid: bool = False
+    checked: int = 0
+    from_seq: int = 1
+    last_seq: int | None = None
+    last_hash: str | None = None
+    checkpoints: int = 0
+    unverified_checkpoints: int = 0
+    first_error: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+_RECORD_LINE = re.compile(
+    rb'\{"type":"record","seq":([1-9][0-9]{0,17}),"prev_hash":"([0-9a-f]{64})",'
+    rb'"hash":"([0-9a-f]{64})","record":(.*)\}\r?\n?\Z',
+    re.DOTALL,
+)
+
+
+def verify_export(
+    lines: Iterable[str | bytes],
+    jwks: Mapping[str, Any] | None,
+    *,
+    require_signed: bool = True,
+) -> dict[str, Any]:
+    """Check an NDJSON export (``head``, ``checkpoint`` and ``record`` lines, records
+    in ``seq`` order, checkpoints before them as the control center writes them).
+
+    With ``require_signed`` (the default) an export whose checkpoints none verify
+    with ``jwks`` is reported invalid: without a signature nothing proves the tail
+    is complete. The report has the shape of ``GET /audit/verify``."""
+    keys = keys_from_jwks(jwks or {})
+    verifier = ChainVerifier(signature_checker(keys))
+    head_seq: int | None = None
+    loads = json.JSONDecoder().decode  # str in: no encoding detection per line
+    fast = _RECORD_LINE.match
+    for number, raw in enumerate(lines, 1):
+        data = raw if isinstance(raw, bytes) else raw.encode()
+        line = fast(data)
+        if line is not None:
+            # the layout the control center writes: the record's canonical bytes are
+            # hashed as they are (the hash proves they are what it stored)
+            seq, prev_hash, digest, body = line.groups()
+            if body == b"null":
+                verifier.absent(int(seq), "the export names a record that is gone")
+            else:
+                verifier.record_bytes(int(seq), prev_hash.decode(), digest.decode(), body)
+            if verifier.failed:
+                break
+            continue
+        try:
+            text = data.decode()
+            if not text.strip():
+                continue
+            item = loads(text)
+            kind = item["type"]
+            if kind == "record":
+                record = item["record"]
+                seq = item["seq"]
+                if record is None:
+                    verifier.absent(seq, "the export names a record that is gone")
+                else:
+                    verifier.record(seq, item["prev_hash"], item["hash"], record)
+            elif kind == "checkpoint":
+                verifier.checkpoint(item)
+            elif kind == "head":
+                head_seq = int(item.get("seq") or 0)
+        except (ValueError, KeyError, TypeError) as exc:
+            verifier.absent(verifier.expected, f"line {number} is not valid: {exc}")
+        if verifier.failed:
+            break
+    verifier.finish(head_seq)
+    report = verifier.report()
+    signed = report["checkpoints"] - report["unverified_checkpoints"]
+    if report["valid"] and require_signed and verifier.checked and signed == 0:
+        report["valid"] = False
+        report["first_error"] = ChainError(
+            verifier.from_seq, "modified", "no checkpoint verifies with the key set"
+        ).as_dict()
+    return report
