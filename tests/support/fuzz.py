@@ -1,21 +1,19 @@
-"""Property-based API tests: schemathesis generates requests from each running
-service's own ``/openapi.json`` (positive and negative data, fixed seed, bounded
-examples, authenticated with a token minted by the test) and checks every
-response: no server error, a documented status code, content type, headers and
-body matching the documented schema, invalid data rejected.
+"""Property-based API runs, used by ``tests/e2e/test_schemathesis_*.py``: schemathesis
+generates requests from each running service's own ``/openapi.json`` (positive and
+negative data, fixed seed, bounded examples, authenticated with a token minted by the
+test) and checks every response: no server error, a documented status code, content
+type, headers and body matching the documented schema, invalid data rejected.
 
-Each service run gets its own control center (and orchestrator), so that the
-random policies and users schemathesis creates never affect other tests."""
+Each service run gets its own control center (and orchestrator), so that the random
+policies and users schemathesis creates never affect other tests; the two runs are two
+test files so that the two test workers run them at once."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import hypothesis
-import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase
@@ -28,20 +26,6 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-
-from tests.e2e.conftest import E2E_ORCH_ENV
-from tests.support.control_center import (
-    ADMIN_PASSWORD,
-    ADMIN_USERNAME,
-    login,
-    orchestrator_env,
-    service_token,
-    start_control_center,
-)
-from tests.support.orchestrator import start_orchestrator
-from tests.support.processes import ServiceProcess
-
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 SEED = 20260101
 POSITIVE_EXAMPLES = 25
@@ -136,44 +120,10 @@ def _run_operation(
         report.failures.append(f"{operation.method.upper()} {operation.path} [{mode}]: {exc}")
 
 
-@pytest.fixture(scope="module")
-def fresh_services(stack: Any) -> Iterator[dict[str, ServiceProcess]]:
-    """A control center for the CC run, and a second one + an orchestrator for the
-    orchestrator run (the CC run creates random policies that could deny anything)."""
-    started: list[ServiceProcess] = []
-    try:
-        cc_run = start_control_center(stack.env())
-        started.append(cc_run)
-        cc_auth = start_control_center(stack.env())
-        started.append(cc_auth)
-        orch = start_orchestrator(
-            stack.env(),
-            **orchestrator_env(cc_auth.url),
-            **E2E_ORCH_ENV,
-            MONGODB_DATABASE=f"orch_{uuid.uuid4().hex[:12]}",
-        )
-        started.append(orch)
-        yield {"cc_run": cc_run, "cc_auth": cc_auth, "orch": orch}
-    finally:
-        for proc in reversed(started):
-            proc.stop()
-
-
-def _assert_clean(report: RunReport) -> None:
+def assert_clean(report: RunReport) -> None:
     print(
         f"\nschemathesis {report.service}: {report.cases} cases over "
         f"{report.operations} operations; statuses {dict(sorted(report.statuses.items()))}"
     )
     assert report.cases > 0
     assert not report.failures, "\n\n".join(report.failures)
-
-
-def test_schemathesis_control_center(fresh_services: dict[str, ServiceProcess]) -> None:
-    cc = fresh_services["cc_run"]
-    token = str(login(cc.url, ADMIN_USERNAME, ADMIN_PASSWORD)["token"])
-    _assert_clean(run_schemathesis("control_center", cc.url, token, service_token(cc.url)))
-
-
-def test_schemathesis_orchestrator(fresh_services: dict[str, ServiceProcess]) -> None:
-    token = str(login(fresh_services["cc_auth"].url, ADMIN_USERNAME, ADMIN_PASSWORD)["token"])
-    _assert_clean(run_schemathesis("orchestrator", fresh_services["orch"].url, token))
