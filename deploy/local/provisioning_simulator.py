@@ -16,12 +16,19 @@ fails on demand:
   (e.g. infra ``prod-sleep30``) runs N seconds instead.
 - A name containing ``fail`` (e.g. ``web-fail``), or listed in ``PROVISIONING_SIM_FAIL``
   (comma-separated; ``*`` fails everything), exits 1 with an error on stderr.
+- ``PROVISIONING_SIM_FAIL_ONCE`` (comma-separated names) fails a run naming one of them
+  once: the first such run creates a marker file in ``PROVISIONING_SIM_STATE_DIR``
+  (required with it) and fails; later runs find the marker and succeed.
+- ``PROVISIONING_SIM_LOG``: a file to which every invocation appends one JSON line
+  (``task`` = ``PROVISIONING_TASK_ID``, ``argv``, ``result``: ``start`` then ``ok`` or
+  ``failed``), so tests judge what really ran.
 - ``PROVISIONING_SIM_STEPS`` progress steps (default 4).
 SIGTERM ends it with exit code 143 after printing a line."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import signal
@@ -69,13 +76,52 @@ def should_fail(args: argparse.Namespace) -> bool:
     return "*" in listed or any("fail" in n or n in listed for n in names(args))
 
 
+def _listed(var: str) -> set[str]:
+    return {n.strip() for n in os.environ.get(var, "").split(",") if n.strip()}
+
+
+def fail_once(args: argparse.Namespace) -> bool:
+    """True for the first run naming a ``PROVISIONING_SIM_FAIL_ONCE`` name (its marker
+    file is created exclusively, so exactly one run fails even when runs race)."""
+    listed = _listed("PROVISIONING_SIM_FAIL_ONCE")
+    state_dir = os.environ.get("PROVISIONING_SIM_STATE_DIR")
+    hit = sorted(n for n in names(args) if n in listed)
+    if not hit or not state_dir:
+        return False
+    marker = os.path.join(state_dir, f"failed-once-{hit[0]}")
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    os.close(fd)
+    return True
+
+
+def record(argv: list[str], result: str) -> None:
+    """Append one invocation line to ``PROVISIONING_SIM_LOG`` (when set)."""
+    path = os.environ.get("PROVISIONING_SIM_LOG")
+    if not path:
+        return
+    line = {"task": os.environ.get("PROVISIONING_TASK_ID", ""), "argv": argv, "result": result}
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(line) + "\n")
+
+
 def main(argv: list[str]) -> int:
+    code = run(argv)
+    record(argv, "ok" if code == 0 else "failed")
+    return code
+
+
+def run(argv: list[str]) -> int:
     def on_term(signum: int, frame: object) -> None:
         print("simulator: interrupted", flush=True)
         raise SystemExit(143)
 
     signal.signal(signal.SIGTERM, on_term)
     args = parse(argv)
+    record(argv, "start")
+    failing = should_fail(args) or fail_once(args)
     subject = " ".join(names(args))
     steps = max(1, int(os.environ.get("PROVISIONING_SIM_STEPS", "4")))
     total = duration(args)
@@ -86,7 +132,7 @@ def main(argv: list[str]) -> int:
         print(f"::progress {pct} Step {i + 1}/{steps}: {args.verb} {args.noun}", flush=True)
         print(f"step {i + 1} of {steps} for {subject}", flush=True)
         time.sleep(total / steps)
-        if should_fail(args) and i == steps // 2:
+        if failing and i == steps // 2:
             print(
                 f"simulator: {args.noun} {args.verb} failed for {subject}",
                 file=sys.stderr,

@@ -181,6 +181,9 @@ class SyncBatchesAPI(_Sync[BatchesAPI]):
     iter = _iterating(BatchesAPI.iter)
     get = _blocking(BatchesAPI.get)
     cancel = _blocking(BatchesAPI.cancel)
+    resume = _blocking(BatchesAPI.resume)
+    approve = _blocking(BatchesAPI.approve)
+    reject = _blocking(BatchesAPI.reject)
 
 
 class SyncStateAPI(_Sync[StateAPI]):

@@ -27,6 +27,7 @@ from provisioning_common.remote_auth import RemoteAuth
 from provisioning_common.webapp import ContainerLifecycle, Storage
 
 from .audit.service import AuditService, service_sender
+from .batches.approvals import ApprovalGates
 from .batches.cancellation import BatchCanceller
 from .batches.coordinator import BatchCoordinator
 from .batches.reconcile import BatchReconciler
@@ -163,6 +164,9 @@ class Container(ContainerLifecycle):
         )
         submitter = BatchSubmitter(repo=repo, engine=self.engine, transitions=transitions)
         ledger_recorder = LedgerRecorder(ledger, s.engine.cli)
+        gates = ApprovalGates(
+            repo=repo, publisher=self.publisher, audit=self.audit, worker_id=worker_id
+        )
         reconciler = BatchReconciler(
             repo=repo,
             engine=self.engine,
@@ -178,6 +182,7 @@ class Container(ContainerLifecycle):
                 worker_id=worker_id,
             ),
             orphan_after_seconds=s.batches.orphan_after_seconds,
+            gates=gates,
         )
         self.coordinator = BatchCoordinator(
             repo=repo,
@@ -197,6 +202,8 @@ class Container(ContainerLifecycle):
             idempotency=self.idempotency,
             cli=s.engine.cli,
             poke=self.coordinator.poke,
+            gates=gates,
+            allow_self_approval=s.batches.allow_self_approval,
         )
         self.engine.add_final_listener(self.coordinator.on_task_final)
         self.coordinator.start()

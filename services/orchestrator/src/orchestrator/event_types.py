@@ -17,3 +17,5 @@ class EventType(StrEnum):
     ROLLBACK_STARTED = "RollbackStarted"
     ROLLBACK_STATUS_CHANGED = "RollbackStatusChanged"
     ROLLBACK_COMPLETED = "RollbackCompleted"
+    APPROVAL_REQUESTED = "ApprovalRequested"
+    APPROVAL_DECIDED = "ApprovalDecided"

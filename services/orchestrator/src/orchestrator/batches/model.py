@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 # Batch statuses are the contract's task statuses (the engine's ``TaskStatus``),
@@ -20,7 +20,8 @@ from orchestrator.engine.model import RUNNING as RUNNING
 from orchestrator.engine.model import TaskStatus as TaskStatus
 from orchestrator.rollback.model import ACTIVE_STATUSES as ACTIVE_ROLLBACK_STATUSES
 
-OPERATION_TYPES = ("server_batch", "taskserv_batch", "cluster_batch")
+APPROVAL = "approval"
+OPERATION_TYPES = ("server_batch", "taskserv_batch", "cluster_batch", APPROVAL)
 
 # A batch that has finished (Completed, Failed or Cancelled).
 FINISHED = FINAL_STATUSES
@@ -64,13 +65,16 @@ class Operation:
     server_configs: tuple[ServerConfig, ...] = ()
     taskservs: tuple[str, ...] = ()
     cluster_type: str | None = None
+    approvers: tuple[str, ...] = ()
+    timeout_seconds: int | None = None
+    message: str | None = None
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> Operation:
         return cls(
             id=raw["id"],
             type=raw["type"],
-            provider=raw["provider"],
+            provider=raw.get("provider") or "",
             dependencies=tuple(raw.get("dependencies") or ()),
             server_configs=tuple(
                 ServerConfig(c["name"], c["plan"], c["zone"])
@@ -78,6 +82,9 @@ class Operation:
             ),
             taskservs=tuple(raw.get("taskservs") or ()),
             cluster_type=raw.get("cluster_type"),
+            approvers=tuple(raw.get("approvers") or ()),
+            timeout_seconds=raw.get("timeout_seconds"),
+            message=raw.get("message"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -93,6 +100,11 @@ class Operation:
             ]
         elif self.type == "taskserv_batch":
             out["taskservs"] = list(self.taskservs)
+        elif self.type == APPROVAL:
+            del out["provider"]
+            out["approvers"] = list(self.approvers)
+            out["timeout_seconds"] = self.timeout_seconds
+            out["message"] = self.message
         else:
             out["cluster_type"] = self.cluster_type
         return out
@@ -208,6 +220,8 @@ def task_id(batch_id: str, operation_id: str, index: int, purpose: str = "run") 
 def expand_operation(batch_id: str, op: Operation) -> list[TaskSpec]:
     """The tasks of one operation, without cross-operation dependencies."""
     specs: list[TaskSpec] = []
+    if op.type == APPROVAL:
+        return specs  # a gate runs nothing: the batch waits for its decision
     if op.type == "server_batch":
         for i, cfg in enumerate(op.server_configs):
             args: tuple[str, ...] = (
@@ -275,19 +289,7 @@ def expand_batch(batch_id: str, operations: Sequence[Operation]) -> list[TaskSpe
     for op in operations:
         upstream = tuple(t.id for dep in op.dependencies for t in per_op[dep])
         for spec in per_op[op.id]:
-            out.append(
-                TaskSpec(
-                    id=spec.id,
-                    operation_id=spec.operation_id,
-                    name=spec.name,
-                    kind=spec.kind,
-                    subcommand=spec.subcommand,
-                    args=spec.args,
-                    compensation_subcommand=spec.compensation_subcommand,
-                    compensation_args=spec.compensation_args,
-                    dependencies=upstream,
-                )
-            )
+            out.append(replace(spec, dependencies=upstream))
     return out
 
 
@@ -296,6 +298,8 @@ def operation_task_count(op: Operation) -> int:
         return len(op.server_configs)
     if op.type == "taskserv_batch":
         return len(op.taskservs)
+    if op.type == APPROVAL:
+        return 0
     return 1
 
 

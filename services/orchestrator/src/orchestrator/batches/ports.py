@@ -43,6 +43,21 @@ class IdempotencyKeys(Protocol):
     async def release(self, key_id: str, task_id: str) -> None: ...
 
 
+class AuditRecorder(Protocol):
+    """The audit slice's recorder (``AuditService.record``), for what background work
+    audits (an approval gate's request, its timeout)."""
+
+    async def record(
+        self,
+        *,
+        action: str,
+        resource: str,
+        user_id: str | None,
+        result: str,
+        details: Mapping[str, Any] | None,
+    ) -> str: ...
+
+
 async def batch_tasks(store: BatchTaskReader, batch_id: str) -> list[Document]:
     """The tasks of a batch (run and compensation tasks), oldest first."""
     return await store.find_by_batch(batch_id)

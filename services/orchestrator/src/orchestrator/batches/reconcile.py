@@ -16,11 +16,12 @@ from orchestrator.rollback.automatic import AutomaticRollback
 from orchestrator.rollback.ledger import LedgerRecorder
 from provisioning_common.timeutil import as_utc, utcnow
 
-from . import model
+from . import approvals, model
 from .cancellation import cancel_requested
 from .model import CANCELLED, COMPLETED, FAILED, FINISHED, PENDING, RUNNING, TaskStatus, TaskView
 from .ports import batch_tasks
 from .repository import BatchRepository
+from .resumption import NOT_SELECTED
 from .submission import BatchSubmitter
 from .transitions import BatchTransitions
 
@@ -32,26 +33,43 @@ def _view(task: Mapping[str, Any]) -> TaskView:
 
 
 def operation_results(
-    op: Mapping[str, Any], tasks: Mapping[str, Mapping[str, Any]]
+    op: Mapping[str, Any], tasks: Mapping[str, Mapping[str, Any]], absent: str = PENDING
 ) -> dict[str, Any]:
     """An operation's ``results``: task counts by status, a summary and the errors."""
     counts: dict[str, int] = dict.fromkeys(TaskStatus, 0)
     errors = []
+    skipped = set(op.get("skipped") or ())
     for tid in op["task_ids"]:
         task = tasks.get(tid)
-        status = task["status"] if task else PENDING
+        status = _absent_status(op, tid, absent) if task is None else task["status"]
         counts[status] = counts.get(status, 0) + 1
         if task and task.get("error") and status in (FAILED, CANCELLED):
             errors.append({"task_id": tid, "error": str(task["error"])[:500]})
     total = len(op["task_ids"])
     # task_ids are added by the view (already stored on the operation).
-    return {
+    out: dict[str, Any] = {
         "tasks": {k.lower(): v for k, v in counts.items()},
         "summary": f"{counts[COMPLETED]}/{total} tasks completed"
+        + (f" ({len(skipped)} skipped)" if skipped else "")
         + (f", {counts[FAILED]} failed" if counts[FAILED] else "")
         + (f", {counts[CANCELLED]} cancelled" if counts[CANCELLED] else ""),
         "errors": errors,
     }
+    if "skipped" in op:  # a resumed run: what it skipped and what it left out
+        out["skipped_task_ids"] = sorted(skipped, key=list(op["task_ids"]).index)
+        if op.get("excluded"):
+            out["summary"] += f"; {NOT_SELECTED}"
+    return out
+
+
+def _absent_status(op: Mapping[str, Any], tid: str, default: str) -> str:
+    """The status of an item without a task: Completed when a resumed run skipped it
+    (it completed before), Cancelled when its operation was left out of the run."""
+    if tid in (op.get("skipped") or ()):
+        return COMPLETED
+    if op.get("excluded"):
+        return CANCELLED
+    return default
 
 
 def _changed(batch: Mapping[str, Any], fields: Mapping[str, Any]) -> bool:
@@ -74,6 +92,7 @@ class BatchReconciler:
         ledger: LedgerRecorder,
         rollback: AutomaticRollback,
         orphan_after_seconds: float = 10.0,
+        gates: approvals.ApprovalGates | None = None,
     ) -> None:
         self.repo = repo
         self.engine = engine
@@ -82,6 +101,40 @@ class BatchReconciler:
         self.ledger = ledger
         self.rollback = rollback
         self.orphan_after_seconds = orphan_after_seconds
+        self.gates = gates or approvals.ApprovalGates(
+            repo=repo,
+            publisher=transitions.publisher,
+            audit=None,
+            worker_id=transitions.worker_id,
+        )
+
+    async def _gate(
+        self,
+        batch: Mapping[str, Any],
+        op: Mapping[str, Any],
+        deps: Sequence[str],
+        cancelled: bool,
+        now: datetime,
+    ) -> dict[str, Any]:
+        """An approval gate's operation: requested once its dependencies completed,
+        decided by an approver or its timeout (``approvals``)."""
+        record = op.get("approval")
+        if approvals.decided(op) is None and all(d == COMPLETED for d in deps):
+            record = await self.gates.state(batch, op, not cancelled, now)
+        gate = {**op, "approval": record}
+        status, _ = approvals.gate_status(gate, deps, cancelled)
+        state = record.get("status") if isinstance(record, Mapping) else None
+        return {
+            **gate,
+            "status": status,
+            "progress": 100.0 if status in FINISHED else 0.0,
+            "results": {
+                "tasks": {},
+                "summary": f"approval {state or 'not requested yet'}",
+                "errors": [],
+                "approval": record,
+            },
+        }
 
     async def reconcile(self, batch_id: str) -> None:
         """Bring one batch's document in line with its tasks. Idempotent and safe to
@@ -103,21 +156,36 @@ class BatchReconciler:
             await self._recover_orphan(batch, set(tasks), now)
             return
 
-        ops_out = []
+        by_id: dict[str, dict[str, Any]] = {}
         finished = 0
-        for op in batch["operations"]:
-            # A task that does not exist after cancellation will never be created.
-            absent = CANCELLED if cancelled else PENDING
-            views = [_view(tasks[t]) if t in tasks else TaskView(t, absent) for t in op["task_ids"]]
+        # Dependencies first: an approval gate and the operations it holds follow
+        # the statuses of their dependencies.
+        for op in approvals.topological(batch["operations"]):
+            deps = [by_id[d]["status"] for d in op.get("dependencies") or () if d in by_id]
+            if approvals.is_gate(op):
+                by_id[op["id"]] = await self._gate(batch, op, deps, cancelled, now)
+                continue
+            # A task that does not exist after cancellation will never be created;
+            # nor will the tasks an undecided gate held when a dependency ended badly.
+            held = any(d in (FAILED, CANCELLED) for d in deps)
+            absent = CANCELLED if cancelled or held else PENDING
+            views = [
+                _view(tasks[t]) if t in tasks else TaskView(t, _absent_status(op, t, absent))
+                for t in op["task_ids"]
+            ]
             finished += sum(1 for v in views if v.status in FINISHED)
-            ops_out.append(
-                {
-                    **op,
-                    "status": model.operation_status(views),
-                    "progress": model.operation_progress(views),
-                    "results": operation_results(op, tasks),
-                }
-            )
+            by_id[op["id"]] = {
+                **op,
+                "status": model.operation_status(views),
+                "progress": model.operation_progress(views),
+                "results": operation_results(op, tasks, absent),
+            }
+        ops_out = [by_id[op["id"]] for op in batch["operations"]]
+        released = any(approvals.decided(o) == approvals.APPROVED for o in ops_out)
+        if released and not cancelled and batch["status"] not in FINISHED:
+            # Operations a gate held, now released: create their tasks (deterministic
+            # ids; the engine ignores those that exist).
+            await self.submitter.ensure_tasks({**batch, "operations": ops_out}, set(tasks))
         status = model.batch_status([o["status"] for o in ops_out], cancelled)
         if status == PENDING:
             status = RUNNING  # submitted batches are Running; tasks wait in the queue

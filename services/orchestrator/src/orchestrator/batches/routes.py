@@ -18,13 +18,20 @@ from provisioning_common.envelope import ok
 from provisioning_common.errors import Unauthorized, UnprocessableEntity
 from provisioning_common.openapi import api_doc
 from provisioning_common.pagination import paginated, parse_page
-from provisioning_common.validation import load_body
+from provisioning_common.validation import load_body, validate
 from provisioning_common.webapp import enforce_rate_limit
 
 from . import model
 from .model import Operation, operation_task_count
 from .planning import parse_operations
-from .schemas import BatchOut, BatchSubmissionSchema, BatchSubmittedOut, PlanOut
+from .schemas import (
+    ApprovalDecisionSchema,
+    BatchOut,
+    BatchSubmissionSchema,
+    BatchSubmittedOut,
+    PlanOut,
+    ResumeSchema,
+)
 
 routes = web.RouteTableDef()
 _SUBMITTED = BatchSubmittedOut()
@@ -171,3 +178,88 @@ async def cancel_batch(request: web.Request) -> web.Response:
     await batches.cancel(batch_id)
     await record_action(request, "cancel", f"batches:{batch_id}")
     return ok("Operation cancelled")
+
+
+@routes.post("/batch/operations/{id}/resume")
+@api_doc(
+    summary="Resume a finished batch: a new run that skips what completed",
+    tags=["batch"],
+    body=ResumeSchema,
+    response=BatchOut,
+    responses={
+        200: "New run accepted and running",
+        404: "Unknown batch",
+        409: "Batch still running, rolled back or already resumed; or key reused",
+        422: "Unknown operation, or a dependency that neither completed nor runs",
+    },
+)
+async def resume_batch(request: web.Request) -> web.Response:
+    await _batch_tier(request)
+    key = check_key(request.headers.get("Idempotency-Key"))
+    batch_id = request.match_info["id"]
+    batches = container_of(request).batches
+    # The body is optional: no body resumes everything that did not complete.
+    data = (
+        await load_body(request, ResumeSchema())
+        if request.body_exists
+        else validate(ResumeSchema(), {})
+    )
+    found = await batches.lookup(batch_id)
+    checks: list[tuple[str, str, str | None]] = [("resume", f"batches:{batch_id}", _owner(found))]
+    if found is not None:
+        # The new run's tasks and compensations, as /batch/execute checks them.
+        checks += _checks(found, _caller(request), "execute")
+    principal = await authorize_all(request, checks)
+
+    async def admit(tasks: int) -> None:
+        await check_pending(request, principal.sub, tasks)
+
+    batch = await batches.resume(
+        batch_id, data, principal.sub, key=key, path=request.path, admit=admit
+    )
+    await record_action(
+        request,
+        "resume",
+        f"batches:{batch_id}",
+        details={"batch_id": batch.get("_id"), "resumed_from": batch_id},
+    )
+    return ok(_BATCH.dump(batch))
+
+
+@routes.post("/batch/operations/{id}/approvals/{operation_id}")
+@api_doc(
+    summary="Approve or reject a batch's approval gate",
+    tags=["batch"],
+    body=ApprovalDecisionSchema,
+    response=BatchOut,
+    responses={
+        200: "Decision recorded; the batch as it stands",
+        403: "Not an approver of the gate, or the batch's own submitter",
+        404: "Unknown batch or gate",
+        409: "Gate not awaiting a decision, already decided, or batch finished",
+    },
+)
+async def decide_approval(request: web.Request) -> web.Response:
+    await _batch_tier(request)
+    batch_id = request.match_info["id"]
+    operation_id = request.match_info["operation_id"]
+    data = await load_body(request, ApprovalDecisionSchema())
+    batches = container_of(request).batches
+    found = await batches.lookup(batch_id)
+    principal = await authorize(request, "approve", f"batches:{batch_id}", owner=_owner(found))
+    batch = await batches.decide(
+        batch_id,
+        operation_id,
+        data["decision"],
+        comment=data["comment"],
+        sub=principal.sub,
+        username=principal.username,
+        roles=principal.roles,
+    )
+    await record_action(
+        request,
+        data["decision"],
+        f"batches:{batch_id}",
+        details={"operation_id": operation_id, "comment": data["comment"]},
+    )
+    return ok(_BATCH.dump(batch))

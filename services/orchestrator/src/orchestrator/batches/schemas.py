@@ -40,13 +40,15 @@ _PER_TYPE = {
     "server_batch": "server_configs",
     "taskserv_batch": "taskservs",
     "cluster_batch": "cluster_type",
+    "approval": "approvers",
 }
 
 
 class OperationSchema(StrictSchema):
     id = fields.String(required=True, validate=_safe_id)
     type = fields.String(required=True, validate=validate.OneOf(OPERATION_TYPES))
-    provider = fields.String(required=True, validate=_safe_value)
+    # Required for every type but ``approval`` (checked below).
+    provider = fields.String(validate=_safe_value)
     dependencies = fields.List(
         fields.String(validate=_safe_id),
         load_default=list,
@@ -61,6 +63,19 @@ class OperationSchema(StrictSchema):
         validate=validate.Length(min=1, max=MAX_ITEMS_PER_OPERATION),
     )
     cluster_type = fields.String(validate=_safe_value)
+    approvers = fields.List(
+        fields.String(validate=_safe_value),
+        validate=validate.Length(min=1, max=50),
+        metadata={"description": "approval: roles and/or user ids that may decide"},
+    )
+    timeout_seconds = fields.Integer(
+        strict=True,
+        validate=validate.Range(min=1, max=30 * 86400),
+        metadata={"description": "approval: the gate fails when undecided this long"},
+    )
+    message = fields.String(
+        validate=validate.Length(max=1000), metadata={"description": "approval: for approvers"}
+    )
 
     @validates_schema
     def _per_type_fields(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -71,6 +86,12 @@ class OperationSchema(StrictSchema):
         needed = _PER_TYPE[kind]
         if data.get(needed) is None:
             errors[needed] = [f"Required for type '{kind}'."]
+        if kind != "approval" and data.get("provider") is None:
+            errors["provider"] = [f"Required for type '{kind}'."]
+        if kind != "approval":
+            for extra in ("timeout_seconds", "message"):
+                if extra in data:
+                    errors[extra] = [f"Not allowed for type '{kind}'."]
         for other in _PER_TYPE.values():
             if other != needed and other in data:
                 errors[other] = [f"Not allowed for type '{kind}'."]
@@ -128,6 +149,42 @@ class BatchSubmissionSchema(StrictSchema):
             raise ValidationError(errors)
 
 
+class ResumeSchema(StrictSchema):
+    """POST /batch/operations/{id}/resume body (optional): which operations to run
+    again (default: every one that did not complete) and whether named operations
+    that completed run again."""
+
+    operations = fields.List(
+        fields.String(validate=_safe_id),
+        validate=validate.Length(min=1, max=MAX_OPERATIONS),
+        metadata={
+            "description": "Operation ids to run again (their dependencies must "
+            "have completed or be listed too)"
+        },
+    )
+    rerun_completed = fields.Boolean(
+        load_default=False,
+        metadata={"description": "Run the named operations' completed items again"},
+    )
+
+    @validates_schema
+    def _unique(self, data: dict[str, Any], **kwargs: Any) -> None:
+        ops = data.get("operations") or []
+        if len(set(ops)) != len(ops):
+            raise ValidationError({"operations": ["Operation ids must be unique."]})
+        if data.get("rerun_completed") and not ops:
+            raise ValidationError(
+                {"rerun_completed": ["Needs the operations to run again in 'operations'."]}
+            )
+
+
+class ApprovalDecisionSchema(StrictSchema):
+    """POST /batch/operations/{id}/approvals/{operation_id} body."""
+
+    decision = fields.String(required=True, validate=validate.OneOf(("approve", "reject")))
+    comment = fields.String(validate=validate.Length(max=1000), load_default=None)
+
+
 class BatchOperationOut(Schema):
     """An operation of a stored batch, as ``/batch/execute`` answers it."""
 
@@ -170,6 +227,14 @@ class BatchOut(Schema):
     started_at = Timestamp(allow_none=True, dump_default=None)
     completed_at = Timestamp(allow_none=True, dump_default=None)
     operations = fields.List(fields.Nested(OperationDetailOut))
+    resumed_from = fields.String(
+        allow_none=True, dump_default=None, metadata={"description": "The batch this run resumes"}
+    )
+    resumed_by = fields.String(
+        allow_none=True,
+        dump_default=None,
+        metadata={"description": "The batch that resumed this one"},
+    )
 
 
 class PlanTaskOut(Schema):

@@ -17,6 +17,8 @@ class BatchSettings:
     rollback_wait_seconds: float = 600.0
     # Tasks one batch may expand to (500 operations x 200 items would be 100,000).
     max_tasks: int = 1000
+    # Four-eyes: the submitter of a batch may not approve its own approval gates.
+    allow_self_approval: bool = False
 
     @classmethod
     def from_env(cls, reader: EnvReader) -> BatchSettings:
@@ -28,4 +30,5 @@ class BatchSettings:
             orphan_after_seconds=reader.float("BATCH_ORPHAN_AFTER_SECONDS", 60.0, low=0.5),
             rollback_wait_seconds=reader.float("ROLLBACK_WAIT_SECONDS", 600.0, low=1.0),
             max_tasks=reader.int("BATCH_MAX_TASKS", 1000, low=1, high=1_000_000),
+            allow_self_approval=reader.bool("BATCH_ALLOW_SELF_APPROVAL", False),
         )

@@ -6,7 +6,8 @@ submitter did not."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from orchestrator.engine import Compensation, Engine
@@ -17,6 +18,7 @@ from provisioning_common.timeutil import utcnow
 from .model import PENDING, RUNNING, TaskSpec
 from .planning import new_batch, parse_operations, specs_of
 from .repository import BatchRepository
+from .resumption import runnable
 from .transitions import BatchTransitions
 
 
@@ -60,9 +62,21 @@ class BatchSubmitter:
         batch_id = batch_id or str(uuid.uuid4())
         now = utcnow()
         batch, specs = new_batch(data, ops, batch_id, created_by, now)
+        # Operations behind an approval gate get their tasks once it is approved.
+        return await self.start(batch, runnable(batch, specs), now)
+
+    async def start(
+        self, batch: dict[str, Any], specs: Sequence[TaskSpec], now: datetime
+    ) -> dict[str, Any]:
+        """Store a new batch document and create the tasks it runs; it is Running."""
+        batch_id = str(batch["_id"])
         await self.repo.insert(batch)
-        await self.transitions.record(batch, PENDING, now, {"reason": "submitted"})
-        await self.engine.create_tasks([engine_spec(batch, s) for s in specs])
+        reason: dict[str, Any] = {"reason": "submitted"}
+        if batch.get("resumed_from"):
+            reason = {"reason": "resumed", "resumed_from": batch["resumed_from"]}
+        await self.transitions.record(batch, PENDING, now, reason)
+        if specs:
+            await self.engine.create_tasks([engine_spec(batch, s) for s in specs])
         started = utcnow()
         await self.transitions.record(batch, RUNNING, started, {"tasks": len(specs)})
         changes = {"tasks_created": True, "status": RUNNING, "started_at": started}
@@ -72,7 +86,7 @@ class BatchSubmitter:
     async def ensure_tasks(self, batch: Mapping[str, Any], existing: set[str]) -> int:
         """Create the tasks a crashed submitter did not; deterministic ids make a
         concurrent duplicate harmless."""
-        missing = [s for s in specs_of(batch) if s.id not in existing]
+        missing = [s for s in runnable(batch, specs_of(batch)) if s.id not in existing]
         if missing:
             # The engine's insert ignores ids that exist already (a racing replica).
             await self.engine.create_tasks([engine_spec(batch, s) for s in missing])

@@ -21,11 +21,7 @@ from urllib.parse import urlsplit
 
 from provisioning_common.config import ConfigError
 
-from .model import SOURCE_EVENT_TYPES, webhook_event
-
-WEBHOOK_EVENTS = frozenset(
-    {"task.completed", "task.failed", "batch.completed", "batch.failed", "rollback.completed"}
-)
+from .model import SOURCE_EVENT_TYPES, WEBHOOK_EVENTS, webhook_event
 
 
 @dataclass(frozen=True, slots=True)

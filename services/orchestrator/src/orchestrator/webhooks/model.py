@@ -10,6 +10,8 @@ orchestrator event (``event_type``)        webhook ``event``
 ``BatchCompleted`` / ``BatchFailed``       ``batch.completed`` / ``batch.failed``
 ``RollbackCompleted``                      ``rollback.completed``
 ``RollbackStatusChanged``, completed       ``rollback.completed``
+``ApprovalRequested``                      ``approval.requested``
+``ApprovalDecided``                        ``approval.decided``
 =========================================  ====================
 
 The status is read from ``data.status`` (any case)."""
@@ -42,6 +44,8 @@ SOURCE_EVENT_TYPES = (
     EventType.BATCH_FAILED,
     EventType.ROLLBACK_COMPLETED,
     EventType.ROLLBACK_STATUS_CHANGED,
+    EventType.APPROVAL_REQUESTED,
+    EventType.APPROVAL_DECIDED,
 )
 _ENDED = {wire_status(COMPLETED), wire_status(FAILED)}  # "completed", "failed"
 _BY_STATUS: dict[str, tuple[str, set[str]]] = {
@@ -53,7 +57,13 @@ _FIXED: dict[str, str] = {
     EventType.BATCH_COMPLETED: "batch.completed",
     EventType.BATCH_FAILED: "batch.failed",
     EventType.ROLLBACK_COMPLETED: "rollback.completed",
+    EventType.APPROVAL_REQUESTED: "approval.requested",
+    EventType.APPROVAL_DECIDED: "approval.decided",
 }
+# Every webhook event name an endpoint may subscribe to, derived from the rules above.
+WEBHOOK_EVENTS = frozenset(_FIXED.values()) | frozenset(
+    f"{prefix}.{status}" for prefix, statuses in _BY_STATUS.values() for status in statuses
+)
 # Large free text is cut so that a delivery stays small; the full text is in the API.
 MAX_TEXT = 4096
 

@@ -10,8 +10,7 @@ from marshmallow import Schema, fields, post_dump, validate
 from provisioning_common.fields import Timestamp
 from provisioning_common.pagination import PageQuery
 
-from .config import WEBHOOK_EVENTS
-from .model import DeliveryStatus
+from .model import WEBHOOK_EVENTS, DeliveryStatus
 
 DELIVERY_STATUSES = tuple(DeliveryStatus)
 

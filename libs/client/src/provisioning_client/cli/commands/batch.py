@@ -1,4 +1,4 @@
-"""``provctl batch submit|plan|list|show|cancel``."""
+"""``provctl batch submit|plan|list|show|cancel|resume|approve|reject``."""
 
 from __future__ import annotations
 
@@ -89,6 +89,51 @@ async def cancel(ctx: Context, args: IdArgs) -> ExitCode:
     return await emit(ctx, ctx.client.batches.cancel(args.id))
 
 
+@dataclass(frozen=True)
+class ResumeArgs:
+    id: str
+    operations: str | None
+    rerun_completed: bool
+    idempotency_key: str | None
+    watch: bool
+
+
+async def resume(ctx: Context, args: ResumeArgs) -> ExitCode:
+    operations = (
+        [o.strip() for o in args.operations.split(",") if o.strip()]
+        if args.operations is not None
+        else None
+    )
+    batch = await ctx.client.batches.resume(
+        args.id,
+        operations=operations,
+        rerun_completed=args.rerun_completed,
+        idempotency_key=args.idempotency_key,
+    )
+    if args.watch:
+        ctx.printer.info(f"Batch ID: {batch.batch_id} (resumes {args.id})")
+        return await follow(ctx, batch.batch_id, None)
+    ctx.printer.emit(batch)
+    return ExitCode.OK
+
+
+@dataclass(frozen=True)
+class DecideArgs:
+    id: str
+    operation: str
+    comment: str | None
+
+
+async def approve(ctx: Context, args: DecideArgs) -> ExitCode:
+    return await emit(
+        ctx, ctx.client.batches.approve(args.id, args.operation, comment=args.comment)
+    )
+
+
+async def reject(ctx: Context, args: DecideArgs) -> ExitCode:
+    return await emit(ctx, ctx.client.batches.reject(args.id, args.operation, comment=args.comment))
+
+
 def register(cli: Commands) -> None:
     bt = cli.group("batch", "batch workflows")
     p = bt.command(
@@ -102,3 +147,21 @@ def register(cli: Commands) -> None:
     add_paging(bt.command("list", "list batches", list_batches, PageArgs))
     bt.command("show", "show a batch", show, IdArgs).add_argument("id")
     bt.command("cancel", "cancel a batch", cancel, IdArgs).add_argument("id")
+    p = bt.command(
+        "resume", "resume a finished batch: a new run that skips what completed", resume, ResumeArgs
+    )
+    p.add_argument("id")
+    p.add_argument("--operations", help="comma-separated operation ids to run again")
+    p.add_argument(
+        "--rerun-completed", action="store_true", help="run the named operations' completed items"
+    )
+    p.add_argument("--idempotency-key")
+    p.add_argument("--watch", action="store_true")
+    for name, handler, what in (
+        ("approve", approve, "approve a batch's approval gate"),
+        ("reject", reject, "reject a batch's approval gate (it fails)"),
+    ):
+        p = bt.command(name, what, handler, DecideArgs)
+        p.add_argument("id")
+        p.add_argument("operation", help="the approval gate's operation id")
+        p.add_argument("--comment")
