@@ -12,11 +12,13 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+from pymongo import MongoClient
 
 from tests.e2e.conftest import Services
 from tests.support.orchestrator import start_orchestrator
@@ -289,6 +291,38 @@ def test_resume_refusals(replica: Replica) -> None:
         "cluster": "Cancelled",
     }
     assert subset["status"] == "Cancelled"
+
+
+def test_resume_finishes_a_claim_whose_request_died(replica: Replica) -> None:
+    """A resume that claimed the original and died before storing its batch leaves the
+    claim behind; once it is older than the orphan window, the next resume stores the
+    batch under the claimed id instead of refusing forever."""
+    tag = uuid.uuid4().hex[:8]
+    resp = replica.post("/batch/execute", chain_batch(f"orphan-{tag}", f"fail-{tag}"))
+    assert resp.status_code == 200, resp.text
+    original = replica.wait_batch(resp.json()["data"]["batch_id"])
+    assert original["status"] == "Failed"
+    orphan_id = str(uuid.uuid4())
+    with MongoClient(replica.services.stack_env["MONGODB_URL"]) as client:
+        client[replica.proc.env["MONGODB_DATABASE"]]["batch_claims"].insert_one(
+            {
+                "_id": f"{original['batch_id']}:resume",
+                "owner": "a-replica-that-died",
+                "at": datetime.now(UTC) - timedelta(minutes=5),
+                "record": {
+                    "batch_id": orphan_id,
+                    "claimed_at": datetime.now(UTC) - timedelta(minutes=5),
+                },
+            }
+        )
+    resumed = replica.post(f"/batch/operations/{original['batch_id']}/resume")
+    assert resumed.status_code == 200, resumed.text
+    assert resumed.json()["data"]["batch_id"] == orphan_id
+    assert resumed.json()["data"]["resumed_from"] == original["batch_id"]
+    assert replica.wait_batch(orphan_id)["status"] in FINAL
+    again = replica.post(f"/batch/operations/{original['batch_id']}/resume")
+    assert again.status_code == 409
+    assert orphan_id in again.json()["error"]
 
 
 def test_provctl_batch_resume_watch(replica: Replica) -> None:
