@@ -330,6 +330,36 @@ async def test_evaluate_explains(make_client: Factory) -> None:
             json={"user": {"roles": [role]}, "action": action, "resource": resource},
         )
         assert (await resp.json())["data"]["allowed"] is allowed, (role, action, resource)
+    # A context value CEL cannot hold (beyond 64 bits) is an evaluation error, not a 500.
+    await client.post(
+        "/policies",
+        headers=bearer(admin),
+        json={
+            "name": "only_small_batches",
+            "rules": [
+                {
+                    "effect": "Deny",
+                    "resource": "batches:*",
+                    "action": ["execute"],
+                    "condition": "request.size > 10",
+                }
+            ],
+        },
+    )
+    resp = await client.post(
+        "/policies/evaluate",
+        headers=bearer(admin),
+        json={
+            "user": {"roles": ["admin"]},
+            "action": "execute",
+            "resource": "batches:b1",
+            "context": {"size": 2**70},
+        },
+    )
+    assert resp.status == 200, await resp.text()
+    data = (await resp.json())["data"]
+    assert data["allowed"] is False
+    assert "context cannot be evaluated" in data["errors"][0]
 
 
 async def test_audit_search_filters_and_idempotent_ingest(make_client: Factory) -> None:

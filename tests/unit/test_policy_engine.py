@@ -150,6 +150,22 @@ def test_condition_over_request() -> None:
     assert not decide(e, VIEWER, "read", "servers:a", {"ip": "10.0.0.5"}).allowed
 
 
+def test_context_cel_cannot_hold_is_an_error_not_a_crash() -> None:
+    """An integer beyond CEL's 64 bits in the request context (POST /policies/evaluate
+    takes any JSON context) makes each condition an error: an erroring Deny denies, an
+    erroring Allow does not allow, and nothing raises."""
+    huge = {"ip": "10.0.0.5", "n": 2**70}
+    allow = engine(rule("Allow", "*", "*", condition="request.ip.startsWith('10.')"))
+    d = decide(allow, VIEWER, "read", "servers:a", huge)
+    assert not d.allowed
+    assert d.errors
+    assert "context cannot be evaluated" in d.errors[0]
+    deny = engine(rule("Allow", "*", "*"), rule("Deny", "*", "*", condition="request.n > 1"))
+    assert not decide(deny, VIEWER, "read", "servers:a", huge).allowed
+    # unconditional rules still decide
+    assert decide(engine(rule("Allow", "*", "*")), VIEWER, "read", "servers:a", huge).allowed
+
+
 def test_condition_over_user_identity() -> None:
     e = engine(rule("Allow", "users:*", "read", condition="resource.id == user.id"))
     assert decide(e, VIEWER, "read", "users:u2").allowed

@@ -19,6 +19,8 @@ async def read_json_body(request: web.Request) -> Any:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge as exc:
         raise PayloadTooLarge() from exc
+    except ConnectionResetError as exc:  # the client went away mid-body: not our error
+        raise BadRequest("Request body could not be read") from exc
     if not raw:
         raise BadRequest("Request body must be a JSON object")
     try:

@@ -62,19 +62,29 @@ class PolicyEngine:
         denies: list[dict[str, Any]] = []
         errors: list[str] = []
         deny_errored = False
+        unusable: str | None = None  # why the context cannot be given to CEL
         for cand in candidates:
             if cand.condition is not None:
-                if activation is None:
+                if activation is None and unusable is None:
                     req = {"action": action, **dict(request or {})}
-                    activation = {
-                        "user": json_to_cel(to_plain(user_context(user))),
-                        "resource": json_to_cel(resource_context(resource)),
-                        "request": json_to_cel(to_plain(req)),
-                    }
-                if cand.condition.per_role and per_role is None:
-                    per_role = _role_activations(user, activation)
-                activations = per_role if cand.condition.per_role else [activation]
-                outcome = run_condition(cand.condition, activations or [activation])
+                    try:
+                        activation = {
+                            "user": json_to_cel(to_plain(user_context(user))),
+                            "resource": json_to_cel(resource_context(resource)),
+                            "request": json_to_cel(to_plain(req)),
+                        }
+                    except (ValueError, OverflowError, TypeError) as exc:
+                        # e.g. an integer beyond CEL's 64 bits: no condition can run, so
+                        # each is an error (an erroring Deny denies), never a crash
+                        unusable = f"context cannot be evaluated: {exc}"
+                outcome: bool | str
+                if activation is None:
+                    outcome = unusable or "context cannot be evaluated"
+                else:
+                    if cand.condition.per_role and per_role is None:
+                        per_role = _role_activations(user, activation)
+                    activations = per_role if cand.condition.per_role else [activation]
+                    outcome = run_condition(cand.condition, activations or [activation])
                 if isinstance(outcome, str):
                     label = f"{cand.policy.name or cand.policy.id}#{cand.index}"
                     errors.append(f"{label}: {outcome}")
