@@ -8,14 +8,28 @@ import json
 import re
 import time
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pyotp
+import pytest
 import requests
 from playwright.sync_api import expect
 
-from tests.e2e.conftest import Services
+from tests.e2e.conftest import E2E_ORCH_ENV, Services
 from tests.support.contract import CONTRACT_BATCH
-from tests.support.control_center import ADMIN_PASSWORD, create_user
+from tests.support.control_center import (
+    ADMIN_PASSWORD,
+    ADMIN_USERNAME,
+    TEST_ENV,
+    create_user,
+    login,
+    orchestrator_env,
+)
+from tests.support.orchestrator import SIMULATOR
+from tests.support.processes import ServiceProcess, service_env
+from tests.support.stack import devstack
 
 from .conftest import Console
 
@@ -415,3 +429,197 @@ def test_keyboard_only(console: Console) -> None:
     _tab_to(console, "Cancel task")  # the dialog's confirm button (focus stays inside)
     page.keyboard.press("Enter")
     expect(page.get_by_test_id("task-status")).to_have_text("Cancelled", timeout=LIVE)
+
+
+# ------------------------------------------------------- resume and approvals
+
+
+def _execute(services: Services, batch: dict[str, Any], token: str | None = None) -> str:
+    resp = requests.post(
+        f"{services.orch_url}/batch/execute",
+        json=batch,
+        headers=services.headers(token),
+        timeout=T,
+    )
+    assert resp.status_code == 200, resp.text
+    return str(resp.json()["data"]["batch_id"])
+
+
+@pytest.fixture(scope="module")
+def flaky(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Services, Path]]:
+    """A control center and an orchestrator of their own whose simulator fails a run
+    naming ``flaky-<tag>`` once (``PROVISIONING_SIM_FAIL_ONCE``: the session's
+    orchestrator cannot be given it, and a replica sharing its database would not
+    decide which one runs the task). The control center lets the orchestrator's
+    origin in (CORS), as ``make run`` does. Yields the services and the simulator's
+    state directory (its marker files say what already failed once)."""
+    state = tmp_path_factory.mktemp("sim-state")
+    stack_env = stack.env()
+    orch_port = devstack.free_port()
+    cc = ServiceProcess(
+        "control_center",
+        service_env(
+            stack_env,
+            **TEST_ENV,
+            MONGODB_DATABASE=f"cc_{uuid.uuid4().hex[:12]}",
+            CORS_ORIGINS=f"http://127.0.0.1:{orch_port}",
+        ),
+    ).start()
+    orch: ServiceProcess | None = None
+    try:
+        orch_env = {
+            **orchestrator_env(cc.url),
+            **E2E_ORCH_ENV,
+            "MONGODB_DATABASE": f"orch_{uuid.uuid4().hex[:12]}",
+            "PROVISIONING_CLI": str(SIMULATOR),
+            "PROVISIONING_SIM_DURATION": "0.2",
+            "PROVISIONING_SIM_FAIL_ONCE": f"flaky-{state.name}",
+            "PROVISIONING_SIM_STATE_DIR": str(state),
+            "ENGINE_POLL_SECONDS": "0.1",
+            "ENGINE_HEARTBEAT_SECONDS": "1",
+            "TASK_KILL_GRACE_SECONDS": "1",
+            "ENGINE_SHUTDOWN_GRACE_SECONDS": "1",
+            "SHUTDOWN_GRACE_SECONDS": "5",
+            "WS_HEARTBEAT_SECONDS": "2",
+        }
+        orch = ServiceProcess(
+            "orchestrator", service_env(stack_env, **orch_env), port=orch_port
+        ).start()
+        token = str(login(cc.url, ADMIN_USERNAME, ADMIN_PASSWORD)["token"])
+        yield (
+            Services(cc=cc, orch=orch, admin_token=token, stack_env=stack_env, orch_env=orch_env),
+            state,
+        )
+    finally:
+        if orch is not None:
+            orch.stop()
+        cc.stop()
+
+
+def test_resume_a_failed_batch(console: Console, flaky: tuple[Services, Path]) -> None:
+    services, state = flaky
+    name = f"flaky-{state.name}"
+    (state / f"failed-once-{name}").unlink(missing_ok=True)  # fails once more (reruns)
+    # The same page (and its problem list), on the stack whose simulator fails once.
+    ui = Console(page=console.page, services=services, problems=console.problems)
+    page = ui.page
+    batch = {
+        "name": "resume_me",
+        "version": "1.0.0",
+        "parallel_limit": 2,
+        "operations": [
+            {
+                "id": "base",
+                "type": "server_batch",
+                "provider": "upcloud",
+                "server_configs": [{"name": "rs-base", "plan": "1xCPU-2GB", "zone": "de-fra1"}],
+            },
+            {
+                "id": "workers",
+                "type": "server_batch",
+                "provider": "upcloud",
+                "dependencies": ["base"],
+                "server_configs": [{"name": name, "plan": "1xCPU-2GB", "zone": "de-fra1"}],
+            },
+        ],
+    }
+    ui.sign_in_admin()
+    first = _execute(services, batch)
+    ui.goto(f"/batches/{first}")
+    expect(page.get_by_test_id("batch-status")).to_have_text("Failed", timeout=LIVE)
+    ops = page.get_by_test_id("batch-operations")
+    expect(ops.locator('tr[data-operation-id="base"]')).to_contain_text("Completed")
+    expect(ops.locator('tr[data-operation-id="workers"]')).to_contain_text("Failed")
+
+    # Keyboard only: the button, then the dialog's confirm button (focus stays inside).
+    _tab_to(ui, "Resume batch")
+    page.keyboard.press("Enter")
+    dialog = page.get_by_role("dialog", name="Resume this batch?")
+    expect(dialog).to_be_visible()
+    again = dialog.get_by_test_id("resume-list").locator("li")
+    expect(again).to_have_count(1)  # what did not complete, not "base"
+    expect(again).to_have_text("workers (Failed)")
+    ui.check("batch-resume-confirmation")
+    _tab_to(ui, "Resume")
+    page.keyboard.press("Enter")
+
+    # The new run's live view: linked back, and what failed now completes.
+    resumed_from = page.get_by_test_id("resumed-from")
+    expect(resumed_from).to_have_text(first)
+    second = page.url.split("#/batches/")[1]
+    assert second != first
+    expect(page.get_by_test_id("batch-status")).to_have_text("Completed", timeout=LIVE)
+    expect(ops.locator('tr[data-operation-id="workers"]')).to_contain_text("Completed")
+    expect(ops.locator('tr[data-operation-id="base"]')).to_contain_text("base #1 (skipped)")
+    expect(page.get_by_test_id("resume-batch")).to_have_count(0)
+    ui.check("batch-resumed")
+
+    resumed_from.get_by_role("link").click()
+    expect(page.get_by_test_id("resumed-by")).to_have_text(second)
+    expect(page.get_by_test_id("batch-status")).to_have_text("Failed")
+    expect(page.get_by_test_id("resume-batch")).to_have_count(0)  # resumed once only
+
+
+def test_approve_a_gate_of_another_users_batch(console: Console) -> None:
+    services = console.services
+    name, password = f"op-{uuid.uuid4().hex[:8]}", "Operator-Passw0rd-4"
+    create_user(services.cc_url, services.admin_token, name, ["operator"], password)
+    submitter = str(login(services.cc_url, name, password)["token"])
+    tag = uuid.uuid4().hex[:6]
+    batch = {
+        "name": "gated_release",
+        "version": "1.0.0",
+        "parallel_limit": 2,
+        "operations": [
+            {
+                "id": "staging",
+                "type": "cluster_batch",
+                "provider": "upcloud",
+                "cluster_type": f"staging-{tag}",
+            },
+            {
+                "id": "go-live",
+                "type": "approval",
+                "dependencies": ["staging"],
+                "approvers": ["admin"],
+                "message": "Deploy to production?",
+            },
+            {
+                "id": "production",
+                "type": "taskserv_batch",
+                "provider": "upcloud",
+                "dependencies": ["go-live"],
+                "taskservs": [f"prod-{tag}"],
+            },
+        ],
+    }
+    page = console.page
+    console.sign_in_admin()
+    batch_id = _execute(services, batch, token=submitter)  # four-eyes: not the admin's
+    console.goto(f"/batches/{batch_id}")
+    gate = page.get_by_test_id("approval-go-live")
+    expect(gate.get_by_test_id("approval-state")).to_have_text(
+        "Waiting for approval", timeout=LIVE
+    )  # ApprovalRequested on /ws
+    expect(gate.get_by_test_id("approval-message")).to_have_text("Deploy to production?")
+    ops = page.get_by_test_id("batch-operations")
+    expect(ops.locator('tr[data-operation-id="staging"]')).to_contain_text("Completed")
+    expect(ops.locator('tr[data-operation-id="production"]')).to_contain_text("Pending")
+    gate.get_by_label("Comment on go-live (optional)").fill("Looks good")
+    console.check("batch-approval-waiting")
+
+    gate.get_by_role("button", name="Approve go-live").click()
+    dialog = page.get_by_role("dialog", name="Approve go-live?")
+    expect(dialog).to_contain_text("Comment: Looks good")
+    console.check("batch-approval-confirmation")
+    dialog.get_by_role("button", name="Approve", exact=True).click()
+    expect(dialog).to_be_hidden()
+
+    expect(gate.get_by_test_id("approval-state")).to_have_text("Approved")
+    expect(gate.get_by_test_id("approval-comment")).to_have_text("Looks good")
+    expect(gate.get_by_role("button", name="Approve go-live")).to_have_count(0)
+    expect(ops.locator('tr[data-operation-id="production"]')).to_contain_text(
+        "Completed", timeout=LIVE
+    )
+    expect(page.get_by_test_id("batch-status")).to_have_text("Completed", timeout=LIVE)
+    console.check("batch-approved")

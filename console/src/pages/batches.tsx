@@ -1,7 +1,19 @@
 import { useEffect, useRef, useState } from "preact/hooks";
-import { ApiError, orch, requestPage, subscribe } from "../api";
+import { ApiError, orch, requestPage, subscribe, type OrchestratorEvent } from "../api";
 import { navigate } from "../router";
-import { ConfirmButton, ErrorMessage, Pager, Progress, StatusBadge, fmtDate, useDebounced, useLoad } from "../ui";
+import { ConfirmButton, ErrorMessage, Field, Pager, Progress, StatusBadge, fmtDate, useDebounced, useLoad } from "../ui";
+
+/** An approval gate's record (``results.approval``): null until it is requested. */
+interface Approval {
+  status: "waiting" | "approved" | "rejected" | "timed_out";
+  approvers?: string[];
+  message?: string | null;
+  timeout_seconds?: number | null;
+  requested_at?: string | null;
+  decided_by?: string | null;
+  decided_at?: string | null;
+  comment?: string | null;
+}
 
 interface BatchOperation {
   id: string;
@@ -9,7 +21,7 @@ interface BatchOperation {
   dependencies: string[];
   status: string;
   progress: number;
-  results: { task_ids?: string[] } & Record<string, unknown>;
+  results: { task_ids?: string[]; summary?: string; approval?: Approval | null } & Record<string, unknown>;
 }
 
 export interface Batch {
@@ -25,6 +37,8 @@ export interface Batch {
   started_at?: string | null;
   completed_at?: string | null;
   operations: BatchOperation[];
+  resumed_from?: string | null;
+  resumed_by?: string | null;
 }
 
 interface Plan {
@@ -64,6 +78,28 @@ export const CONTRACT_EXAMPLE = {
 };
 
 const FINAL = new Set(["Completed", "Failed", "Cancelled", "RolledBack"]);
+const RESUMABLE = new Set(["Failed", "Cancelled"]);
+const APPROVAL_STATE: Record<Approval["status"], string> = {
+  waiting: "Waiting for approval",
+  approved: "Approved",
+  rejected: "Rejected",
+  timed_out: "Timed out",
+};
+const APPROVAL_EVENTS = new Set(["ApprovalRequested", "ApprovalDecided"]);
+
+function approvalOf(op: BatchOperation | undefined): Approval | null {
+  return op?.type === "approval" ? (op.results.approval ?? null) : null;
+}
+
+function skipped(op: BatchOperation): Set<string> {
+  const ids = op.results.skipped_task_ids;
+  return new Set(Array.isArray(ids) ? ids.map(String) : []);
+}
+
+function approvalText(op: BatchOperation): string {
+  const approval = approvalOf(op);
+  return approval ? APPROVAL_STATE[approval.status] ?? approval.status : "Not requested yet";
+}
 
 export function BatchesPage() {
   const [offset, setOffset] = useState(0);
@@ -275,7 +311,9 @@ function Dag({ batch }: { batch: Batch }) {
               {op.id}
             </text>
             <text x="10" y="46" class="node-status">
-              {op.status} · {op.progress.toFixed(0)}%
+              {op.type === "approval"
+                ? `${op.status} · ${approvalOf(op)?.status.replace("_", " ") ?? "not requested"}`
+                : `${op.status} · ${op.progress.toFixed(0)}%`}
             </text>
           </g>
         );
@@ -284,20 +322,170 @@ function Dag({ batch }: { batch: Batch }) {
   );
 }
 
+/** What an approval event announced, until the batch document shows it: the event is
+ * published just before the reconciler writes the batch, so a reload can be early. */
+interface Awaited {
+  op: string;
+  status: string;
+  tries: number;
+}
+
+function awaitedOf(event: OrchestratorEvent): Awaited | null {
+  if (!APPROVAL_EVENTS.has(event.event_type)) return null;
+  const op = event.data.operation_id;
+  if (typeof op !== "string") return null;
+  const status = event.event_type === "ApprovalRequested" ? "waiting" : String(event.data.decision ?? "");
+  return { op, status, tries: 0 };
+}
+
+function reflected(batch: Batch, want: Awaited): boolean {
+  const state = approvalOf(batch.operations.find((o) => o.id === want.op))?.status;
+  if (!state) return false;
+  return want.status === "waiting" || state === want.status;
+}
+
+function BatchLink({ id }: { id: string }) {
+  return (
+    <a href={`#/batches/${encodeURIComponent(id)}`}>
+      <code>{id}</code>
+    </a>
+  );
+}
+
+function ResumeButton({ batch }: { batch: Batch }) {
+  const again = batch.operations.filter((op) => op.status !== "Completed");
+  return (
+    <ConfirmButton
+      label="Resume batch"
+      title="Resume this batch?"
+      confirmLabel="Resume"
+      testid="resume-batch"
+      onConfirm={async () => {
+        const next = await orch<Batch>(`/batch/operations/${encodeURIComponent(batch.batch_id)}/resume`, { method: "POST" });
+        navigate(`/batches/${next.batch_id}`);
+      }}
+    >
+      <p>A new run of this batch starts. Completed work is skipped; these operations run again:</p>
+      <ul data-testid="resume-list">
+        {again.map((op) => (
+          <li key={op.id}>
+            {op.id} ({op.status})
+          </li>
+        ))}
+      </ul>
+    </ConfirmButton>
+  );
+}
+
+function ApprovalGate({ batch, op, onDecided }: { batch: Batch; op: BatchOperation; onDecided: (b: Batch) => void }) {
+  const [comment, setComment] = useState("");
+  const approval = approvalOf(op);
+  const waiting = approval?.status === "waiting" && !FINAL.has(batch.status);
+  const decide = (decision: "approve" | "reject") => async () => {
+    const text = comment.trim();
+    const result = await orch<Batch>(
+      `/batch/operations/${encodeURIComponent(batch.batch_id)}/approvals/${encodeURIComponent(op.id)}`,
+      { body: { decision, ...(text ? { comment: text } : {}) } },
+    );
+    setComment("");
+    onDecided(result);
+  };
+  const said = text(comment);
+  return (
+    <section class="card approval" aria-labelledby={`gate-${op.id}`} data-testid={`approval-${op.id}`} data-approval={approval?.status ?? "none"}>
+      <h3 id={`gate-${op.id}`}>Approval gate {op.id}</h3>
+      <dl class="facts">
+        <dt>State</dt>
+        <dd data-testid="approval-state">{approvalText(op)}</dd>
+        {approval?.message && (
+          <>
+            <dt>Message</dt>
+            <dd data-testid="approval-message">{approval.message}</dd>
+          </>
+        )}
+        <dt>Approvers</dt>
+        <dd>{(approval?.approvers ?? []).join(", ") || "—"}</dd>
+        {approval?.requested_at && (
+          <>
+            <dt>Requested</dt>
+            <dd>{fmtDate(approval.requested_at)}</dd>
+          </>
+        )}
+        {approval?.timeout_seconds ? (
+          <>
+            <dt>Times out after</dt>
+            <dd>{approval.timeout_seconds} s</dd>
+          </>
+        ) : null}
+        {approval && approval.status !== "waiting" && (
+          <>
+            <dt>Decided by</dt>
+            <dd data-testid="approval-decided-by">{approval.decided_by ?? "—"}</dd>
+            <dt>Decided</dt>
+            <dd>{fmtDate(approval.decided_at)}</dd>
+            <dt>Comment</dt>
+            <dd data-testid="approval-comment">{approval.comment || "—"}</dd>
+          </>
+        )}
+      </dl>
+      {waiting && (
+        <>
+          <Field label={`Comment on ${op.id} (optional)`}>
+            <textarea name="comment" rows={2} maxLength={1000} value={comment} onInput={(e) => setComment(e.currentTarget.value)} />
+          </Field>
+          <div class="actions">
+            <ConfirmButton label={`Approve ${op.id}`} title={`Approve ${op.id}?`} confirmLabel="Approve" testid={`approve-${op.id}`} onConfirm={decide("approve")}>
+              <p>The operations that wait on {op.id} then run.</p>
+              {said}
+            </ConfirmButton>
+            <ConfirmButton label={`Reject ${op.id}`} title={`Reject ${op.id}?`} confirmLabel="Reject" danger testid={`reject-${op.id}`} onConfirm={decide("reject")}>
+              <p>The operations that wait on {op.id} are cancelled without running and the batch fails.</p>
+              {said}
+            </ConfirmButton>
+          </div>
+        </>
+      )}
+    </section>
+  );
+}
+
+function text(comment: string) {
+  const value = comment.trim();
+  return value ? <p>Comment: {value}</p> : <p>No comment.</p>;
+}
+
 export function BatchPage({ id }: { id: string }) {
   const batch = useLoad(() => orch<Batch>(`/batch/operations/${encodeURIComponent(id)}`), [id]);
   const reload = useDebounced(batch.reload, 250);
   const reloadRef = useRef(reload);
   reloadRef.current = reload;
-  useEffect(
-    () =>
-      subscribe((event) => {
-        const about = event.data.batch_id ?? event.metadata.batch_id;
-        if (about === id) reloadRef.current();
-      }),
-    [id],
-  );
-  const b = batch.data;
+  const awaited = useRef<Awaited | null>(null);
+  useEffect(() => {
+    awaited.current = null;
+    return subscribe((event) => {
+      const about = event.data.batch_id ?? event.metadata.batch_id;
+      if (about !== id) return;
+      const want = awaitedOf(event);
+      if (want) awaited.current = want;
+      reloadRef.current();
+    });
+  }, [id]);
+  // Another batch's document (before a navigation's load answers) is not shown.
+  const b = batch.data?.batch_id === id ? batch.data : undefined;
+  // An approval event seen before the batch document shows it: read it again shortly.
+  useEffect(() => {
+    const want = awaited.current;
+    if (!want || !b || b.batch_id !== id) return;
+    if (reflected(b, want) || want.tries >= 20) {
+      awaited.current = null;
+      return;
+    }
+    want.tries += 1;
+    const timer = window.setTimeout(() => reloadRef.current(), 250);
+    return () => window.clearTimeout(timer);
+  }, [b, id]);
+  const gates = b ? b.operations.filter((op) => op.type === "approval") : [];
+  const resumable = b && RESUMABLE.has(b.status) && !b.resumed_by && !b.rolled_back && !b.rollback;
   return (
     <main id="main">
       <p>
@@ -322,6 +510,22 @@ export function BatchPage({ id }: { id: string }) {
             <dd>{fmtDate(b.created_at)}</dd>
             <dt>Finished</dt>
             <dd>{fmtDate(b.completed_at)}</dd>
+            {b.resumed_from && (
+              <>
+                <dt>Resumed from</dt>
+                <dd data-testid="resumed-from">
+                  <BatchLink id={b.resumed_from} />
+                </dd>
+              </>
+            )}
+            {b.resumed_by && (
+              <>
+                <dt>Resumed by</dt>
+                <dd data-testid="resumed-by">
+                  <BatchLink id={b.resumed_by} />
+                </dd>
+              </>
+            )}
           </dl>
           <div class="actions">
             <ConfirmButton
@@ -341,6 +545,7 @@ export function BatchPage({ id }: { id: string }) {
                 {b.rollback_enabled ? " Completed operations are then rolled back." : ""}
               </p>
             </ConfirmButton>
+            {resumable && <ResumeButton key={b.batch_id} batch={b} />}
           </div>
           <h2>Operations</h2>
           <div class="dag-wrap">
@@ -370,16 +575,35 @@ export function BatchPage({ id }: { id: string }) {
                     <Progress value={op.progress} label={`Progress of ${op.id}`} />
                   </td>
                   <td>
-                    {(op.results.task_ids ?? []).map((tid, i) => (
-                      <a key={tid} href={`#/tasks/${tid}`} class="chip">
-                        {op.id} #{i + 1}
-                      </a>
-                    ))}
+                    {op.type === "approval" ? (
+                      <span data-testid={`approval-cell-${op.id}`}>{approvalText(op)}</span>
+                    ) : (
+                      (op.results.task_ids ?? []).map((tid, i) =>
+                        skipped(op).has(tid) ? (
+                          // A resumed run's item that completed before: it has no task here.
+                          <span key={tid} class="chip">
+                            {op.id} #{i + 1} (skipped)
+                          </span>
+                        ) : (
+                          <a key={tid} href={`#/tasks/${tid}`} class="chip">
+                            {op.id} #{i + 1}
+                          </a>
+                        ),
+                      )
+                    )}
                   </td>
                 </tr>
               ))}
             </tbody>
           </table>
+          {gates.length > 0 && (
+            <>
+              <h2>Approvals</h2>
+              {gates.map((op) => (
+                <ApprovalGate key={op.id} batch={b} op={op} onDecided={batch.set} />
+              ))}
+            </>
+          )}
         </>
       )}
     </main>
