@@ -360,3 +360,54 @@ def test_signature_is_base64url_without_padding(keyring: KeyRing) -> None:
     assert len(base64.urlsafe_b64decode(cp["signature"] + "=" * (-len(cp["signature"]) % 4))) == (
         256
     )
+
+
+def relinked(lines: list[dict[str, Any]], start: int) -> list[dict[str, Any]]:
+    """What an attacker who can write the database does after changing record
+    ``start``: recompute every link from there on (plain SHA-256, no key needed)."""
+    out = [dict(x) for x in lines]
+    prev = out[start - 2]["hash"] if start > 1 else chain.GENESIS
+    for item in out[start - 1 :]:
+        item["prev_hash"] = prev
+        item["hash"] = chain.record_hash(item["record"], prev)
+        prev = item["hash"]
+    return out
+
+
+def test_a_checkpoint_after_the_records_it_covers_is_refused(keyring: KeyRing) -> None:
+    """A genuine checkpoint moved behind the records of a rewritten export would never
+    be compared with them."""
+    lines = chained(10)
+    genuine = signed_checkpoint(keyring, 10, lines[-1]["hash"])
+    forged = relinked(lines, 3)
+    forged[2]["record"] = {**forged[2]["record"], "action": "nothing.happened"}
+    forged = relinked(forged, 3)
+    text = [export_line(x["seq"], x["prev_hash"], x["hash"], x["record"]) for x in forged]
+    moved = [*text, json.dumps(genuine).encode() + b"\n"]
+    report = chain.verify_export(moved, keyring.jwks())
+    assert not report["valid"]
+    assert report["first_error"]["kind"] == "reordered"
+    first = [json.dumps(genuine).encode() + b"\n", *text]
+    assert chain.verify_export(first, keyring.jwks())["first_error"]["kind"] == "modified"
+
+
+def test_removed_or_rekeyed_checkpoints_leave_a_tail_no_signature_covers(
+    keyring: KeyRing,
+) -> None:
+    """Rewrite record 3 of a long chain and drop (or re-kid) the checkpoints that would
+    catch it: more records than the signing interval allows follow the last valid
+    signature, so the rewrite does not pass."""
+    lines = relinked(chained(60), 3)
+    early = signed_checkpoint(keyring, 2, lines[1]["hash"])
+    text = [json.dumps(early).encode() + b"\n"] + [
+        export_line(x["seq"], x["prev_hash"], x["hash"], x["record"]) for x in lines
+    ]
+    report = chain.verify_export(text, keyring.jwks(), max_unsigned=20)
+    assert not report["valid"]
+    assert report["signed_through"] == 2
+    assert (report["first_error"]["seq"], report["first_error"]["kind"]) == (3, "modified")
+    assert "checkpoints were removed or replaced" in report["first_error"]["detail"]
+    # the same chain with a checkpoint within the interval of its tip verifies
+    late = signed_checkpoint(keyring, 50, lines[49]["hash"])
+    ok = [json.dumps(late).encode() + b"\n", *text]
+    assert chain.verify_export(ok, keyring.jwks(), max_unsigned=20)["valid"]

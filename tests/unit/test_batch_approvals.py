@@ -120,6 +120,23 @@ def test_who_may_approve() -> None:
     may_approve(op, batch, sub="alice", username="a", roles=["operator"], allow_self=True)
 
 
+def test_four_eyes_hold_across_a_resume_by_someone_else() -> None:
+    """alice submits; bob (an operator) resumes the failed run: neither may approve the
+    new run's gate, carol may."""
+    batch, _ = _batch()
+    batch["status"] = "Failed"
+    new, _ = resumed_batch(batch, {}, ResumeRequest(), "b2", "bob", NOW)
+    assert new["created_by"] == "bob"
+    assert new["submitters"] == ["alice", "bob"]
+    gate = next(o for o in new["operations"] if o["id"] == "g")
+    for who in ("alice", "bob"):
+        with pytest.raises(Forbidden, match="submitter"):
+            may_approve(gate, new, sub=who, username=who, roles=["operator"], allow_self=False)
+    may_approve(gate, new, sub="carol", username="carol", roles=["operator"], allow_self=False)
+    again, _ = resumed_batch({**new, "status": "Failed"}, {}, ResumeRequest(), "b3", "dave", NOW)
+    assert again["submitters"] == ["alice", "bob", "dave"]
+
+
 def test_resume_keeps_an_approved_gate_and_asks_again_after_a_reject() -> None:
     batch, _ = _batch()
     batch["status"] = "Failed"

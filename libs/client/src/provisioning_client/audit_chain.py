@@ -108,6 +108,11 @@ class ChainError:
         return {"seq": self.seq, "kind": self.kind, "detail": self.detail}
 
 
+# How many records may follow the newest verifiable checkpoint before the verifier
+# says checkpoints were removed: twice the service's default signing interval
+# (AUDIT_CHECKPOINT_RECORDS, 1000).
+DEFAULT_MAX_UNSIGNED = 2000
+
 # A checkpoint's signature check: True valid, False invalid, None unknown key (a key
 # retired from the key set can no longer be checked; such checkpoints are counted).
 SignatureCheck = Callable[[Mapping[str, Any]], bool | None]
@@ -139,6 +144,7 @@ class ChainVerifier:
         self.error: ChainError | None = None
         self._pending: dict[int, str] = {}  # checkpoint seq -> signed hash
         self._max_checkpoint = 0
+        self.signed_through = 0  # the newest checkpoint whose signature verifies
 
     @property
     def failed(self) -> bool:
@@ -161,12 +167,18 @@ class ChainVerifier:
             return self._fail(0, "modified", "malformed checkpoint")
         if not self._in_range(seq):
             return True
+        if seq < self.expected:
+            # Checkpoints come before the records they cover; one placed after them
+            # would never be compared (a rewritten export could carry a genuine one).
+            return self._fail(seq, "reordered", "a checkpoint after the records it covers")
         if self._check_signature is not None:
             verdict = self._check_signature(cp)
             if verdict is False:
                 return self._fail(seq, "modified", "checkpoint signature does not verify")
             if verdict is None:
                 self.unverified_checkpoints += 1
+            else:
+                self.signed_through = max(self.signed_through, seq)
         if self._pending.get(seq, digest) != digest:
             return self._fail(seq, "modified", "two checkpoints disagree on this record's hash")
         self._pending[seq] = digest
@@ -208,11 +220,28 @@ class ChainVerifier:
         self.checked += 1
         return True
 
-    def finish(self, head_seq: int | None = None) -> bool:
+    def finish(self, head_seq: int | None = None, max_unsigned: int | None = None) -> bool:
         """After the last record: a signed checkpoint (or the head) beyond it means
-        the tail was cut off."""
+        the tail was cut off. With ``max_unsigned``, more records than that after the
+        newest checkpoint whose signature verifies means checkpoints were removed or
+        replaced (the service signs every few hundred records), so the records past
+        the last signature prove nothing."""
         if self.error is not None:
             return False
+        if (
+            max_unsigned is not None
+            and self._check_signature is not None
+            and self.to_seq is None
+            and self.checked
+            and self.last_seq - max(self.signed_through, self.from_seq - 1) > max_unsigned
+        ):
+            start = max(self.signed_through, self.from_seq - 1) + 1
+            return self._fail(
+                start,
+                "modified",
+                f"{self.last_seq - start + 1} records after the newest verifiable checkpoint "
+                f"(at most {max_unsigned} expected): checkpoints were removed or replaced",
+            )
         beyond = max(self._max_checkpoint, head_seq or 0)
         if self.to_seq is not None:
             beyond = min(beyond, self.to_seq)
@@ -232,6 +261,7 @@ class ChainVerifier:
             "last_hash": self.last_hash if self.checked else None,
             "checkpoints": self.checkpoints,
             "unverified_checkpoints": self.unverified_checkpoints,
+            "signed_through": self.signed_through or None,
             "first_error": self.error.as_dict() if self.error else None,
         }
 
@@ -312,6 +342,7 @@ class AuditVerification:
     last_hash: str | None = None
     checkpoints: int = 0
     unverified_checkpoints: int = 0
+    signed_through: int | None = None
     first_error: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -328,6 +359,7 @@ def verify_export(
     jwks: Mapping[str, Any] | None,
     *,
     require_signed: bool = True,
+    max_unsigned: int | None = DEFAULT_MAX_UNSIGNED,
 ) -> dict[str, Any]:
     """Check an NDJSON export (``head``, ``checkpoint`` and ``record`` lines, records
     in ``seq`` order, checkpoints before them as the control center writes them).
@@ -375,7 +407,7 @@ def verify_export(
             verifier.absent(verifier.expected, f"line {number} is not valid: {exc}")
         if verifier.failed:
             break
-    verifier.finish(head_seq)
+    verifier.finish(head_seq, max_unsigned if require_signed else None)
     report = verifier.report()
     signed = report["checkpoints"] - report["unverified_checkpoints"]
     if report["valid"] and require_signed and verifier.checked and signed == 0:

@@ -298,7 +298,9 @@ class AuditChain:
                     verifier.record(seq, str(lk["prev_hash"]), str(lk["hash"]), wire_record(doc))
                 if verifier.failed:
                     break
-        verifier.finish(hint_seq)
+        # Checkpoints are signed every checkpoint_records records: twice that many
+        # past the newest verifiable one means checkpoints were removed or replaced.
+        verifier.finish(hint_seq, 2 * self._config.checkpoint_records)
         return verifier.report()
 
     async def export(self, from_seq: int = 1, to_seq: int | None = None) -> AsyncIterator[bytes]:

@@ -114,4 +114,8 @@ class ChainVerifyOut(Schema):
     unverified_checkpoints = fields.Integer(
         metadata={"description": "checkpoints signed by a key no longer in the key set"}
     )
+    signed_through = fields.Integer(
+        allow_none=True,
+        metadata={"description": "the newest record covered by a verifiable checkpoint"},
+    )
     first_error = fields.Nested(ChainErrorOut, allow_none=True)

@@ -109,6 +109,15 @@ def gate_status(
     return PENDING, False
 
 
+def submitters_of(batch: Mapping[str, Any]) -> list[str]:
+    """Who submitted the batch, and, for a resumed run, every earlier run's submitter
+    and resumer (``submitters``)."""
+    found = {str(s) for s in batch.get("submitters") or ()}
+    if batch.get("created_by"):
+        found.add(str(batch["created_by"]))
+    return sorted(found)
+
+
 def may_approve(
     op: Mapping[str, Any],
     batch: Mapping[str, Any],
@@ -120,7 +129,7 @@ def may_approve(
 ) -> None:
     """403 unless the caller is listed in the gate's ``approvers`` (a role, a user id
     or a username) and is not the batch's submitter (four-eyes, unless allowed)."""
-    if not allow_self and batch.get("created_by") and str(batch["created_by"]) == sub:
+    if not allow_self and sub in submitters_of(batch):
         raise Forbidden("The submitter of a batch may not approve its own gates")
     approvers = {str(a) for a in op.get("approvers") or ()}
     caller = {sub, *(r for r in roles), *([username] if username else [])}
@@ -233,8 +242,18 @@ class ApprovalGates:
         existing = await self.repo.claimed_record(decision_key(batch_id, op_id))
         if existing is not None:
             raise Conflict(f"Approval gate '{op_id}' was already decided: {existing['status']}")
-        if await self.repo.claimed_record(requested_key(batch_id, op_id)) is None:
+        requested = await self.repo.claimed_record(requested_key(batch_id, op_id))
+        if requested is None:
             raise Conflict(f"Approval gate '{op_id}' is not awaiting a decision (yet)")
+        if op.get("timeout_seconds") and utcnow() >= as_utc(requested["requested_at"]) + timedelta(
+            seconds=float(op["timeout_seconds"])
+        ):
+            # Past the deadline the gate has timed out, whether or not a reconcile pass
+            # has recorded it yet: that decision wins, not a late approval.
+            await self._decide(
+                batch, op, {"status": TIMED_OUT, "decided_by": None, "comment": "timed out"}, None
+            )
+            raise Conflict(f"Approval gate '{op_id}' timed out")
         record = {"status": DECISIONS[decision], "decided_by": sub, "comment": comment}
         won = await self._decide(batch, op, record, sub)
         if won is None or won.get("decided_by") != sub or won.get("status") != record["status"]:

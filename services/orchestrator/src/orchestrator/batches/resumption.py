@@ -21,7 +21,7 @@ from orchestrator.rollback.model import ACTIVE_STATUSES as ACTIVE_ROLLBACK_STATU
 from provisioning_common.errors import Conflict, UnprocessableEntity
 
 from . import model
-from .approvals import APPROVED, decided, held_operations, is_gate
+from .approvals import APPROVED, decided, held_operations, is_gate, submitters_of
 from .model import APPROVAL, COMPLETED, FAILED, FINISHED, PENDING, Operation, TaskSpec
 
 # The reason an operation left out of a run (``operations`` did not name it) shows.
@@ -201,6 +201,9 @@ def resumed_batch(
         "parallel_limit": original["parallel_limit"],
         "rollback_enabled": bool(original.get("rollback_enabled")),
         "created_by": created_by,
+        # Everyone who submitted or resumed this chain of runs: none of them may approve
+        # its gates (four-eyes holds across a resume by someone else).
+        "submitters": sorted(set(submitters_of(original)) | ({created_by} - {None})),
         "created_at": now,
         "started_at": None,
         "completed_at": None,
