@@ -17,7 +17,7 @@ from orchestrator.rollback.ledger import LedgerRecorder
 from provisioning_common.timeutil import as_utc, utcnow
 
 from . import approvals, model
-from .cancellation import cancel_requested
+from .cancellation import cancel_key, cancel_requested
 from .model import CANCELLED, COMPLETED, FAILED, FINISHED, PENDING, RUNNING, TaskStatus, TaskView
 from .ports import batch_tasks
 from .repository import BatchRepository
@@ -186,6 +186,12 @@ class BatchReconciler:
             # Operations a gate held, now released: create their tasks (deterministic
             # ids; the engine ignores those that exist).
             await self.submitter.ensure_tasks({**batch, "operations": ops_out}, set(tasks))
+            if await self.repo.has_claim(cancel_key(batch_id)):
+                # A cancel that raced this pass listed the batch's tasks before these
+                # existed: cancel them too, or they would run in a cancelled batch.
+                for task in await batch_tasks(self.engine.store, batch_id):
+                    if task["status"] not in FINISHED:
+                        await self.engine.cancel(str(task["_id"]), "Batch cancelled by user")
         status = model.batch_status([o["status"] for o in ops_out], cancelled)
         if status == PENDING:
             status = RUNNING  # submitted batches are Running; tasks wait in the queue
