@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import traceback
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
@@ -44,27 +45,39 @@ class BackgroundTasks:
     def running(self) -> bool:
         return any(not task.done() for task in self._tasks)
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = 5.0) -> None:
         """Cancel every task and wait for each to end; a task that failed before is
-        logged here rather than lost."""
+        logged here rather than lost. A task still running ``grace`` seconds after its
+        cancellation swallowed it (a library that turns a cancellation into a result,
+        as ``wait_for`` does on 3.11): it is logged with where it is, and cancelled
+        again, so that stop() never hangs on it."""
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
-        for task, result in zip(
-            tasks, await asyncio.gather(*tasks, return_exceptions=True), strict=True
-        ):
-            if isinstance(result, Exception):
-                log.error("background task %s failed: %r", task.get_name(), result)
+        pending = {task for task in tasks if not task.done()}
+        while pending:
+            _, pending = await asyncio.wait(pending, timeout=grace)
+            for task in pending:
+                where = "".join(traceback.format_stack(task.get_stack(limit=1)[0], limit=1))
+                log.warning(
+                    "background task %s still runs after its cancellation; cancelling "
+                    "again (at %s)",
+                    task.get_name(),
+                    where.strip() or "?",
+                )
+                task.cancel()
+        for task in tasks:
+            if not task.cancelled() and task.exception() is not None:
+                log.error("background task %s failed: %r", task.get_name(), task.exception())
 
 
 @contextlib.asynccontextmanager
 async def background(coro: Coroutine[Any, Any, None], name: str) -> AsyncIterator[None]:
     """Run ``coro`` as a task for the body's duration, then cancel and await it: the one
     way a service's container keeps a loop alive while the app runs."""
-    task = asyncio.create_task(coro, name=name)
+    tasks = BackgroundTasks()
+    tasks.start(coro, name)
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await tasks.stop()
