@@ -28,7 +28,8 @@ from typing import Any
 from control_center.audit.chain_service import b64url, export_line
 from control_center.keys.model import generate_private_pem
 from control_center.keys.service import KeyRing
-from provisioning_client.audit_chain import GENESIS, checkpoint_message, link, verify_export
+from provisioning_client.audit_chain import GENESIS, checkpoint_message, link
+from provisioning_client.audit_offline import verify_export
 
 RECORDS = int(os.environ.get("BENCH_AUDIT_RECORDS", "100000"))
 CHECKPOINT_EVERY = 1000

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 import provisioning_client.audit_chain as chain
+import provisioning_client.audit_offline as offline
 from control_center.audit.chain_service import b64url, export_line, wire_record
 from control_center.audit.model import AuditRecord
 from control_center.keys.model import generate_private_pem, material_from_pem
@@ -160,7 +161,7 @@ def test_a_valid_chain_verifies(keyring: KeyRing) -> None:
     lines = chained(10)
     lines.insert(0, signed_checkpoint(keyring, 10, lines[-1]["hash"]))
     lines.insert(0, signed_checkpoint(keyring, 4, lines[4]["hash"]))
-    check = chain.signature_checker(chain.keys_from_jwks(keyring.jwks()))
+    check = offline.signature_checker(offline.keys_from_jwks(keyring.jwks()))
     report = run(lines, check, head=10)
     assert report["valid"]
     assert report["first_error"] is None
@@ -236,7 +237,7 @@ def test_swapped_or_relinked_records_are_reordered() -> None:
 def test_a_cut_tail_below_a_checkpoint_or_the_head_is_truncated(keyring: KeyRing) -> None:
     full = chained(10)
     cut = [signed_checkpoint(keyring, 9, full[8]["hash"]), *full[:6]]
-    check = chain.signature_checker(chain.keys_from_jwks(keyring.jwks()))
+    check = offline.signature_checker(offline.keys_from_jwks(keyring.jwks()))
     error = first_error(cut, check=check)
     assert (error["seq"], error["kind"]) == (7, "truncated")
     assert (first_error(full[:6], head=10)["seq"]) == 7
@@ -246,7 +247,7 @@ def test_a_cut_tail_below_a_checkpoint_or_the_head_is_truncated(keyring: KeyRing
 
 def test_a_forged_checkpoint_is_rejected(keyring: KeyRing) -> None:
     lines = chained(5)
-    check = chain.signature_checker(chain.keys_from_jwks(keyring.jwks()))
+    check = offline.signature_checker(offline.keys_from_jwks(keyring.jwks()))
     good = signed_checkpoint(keyring, 5, lines[-1]["hash"])
     assert run([good, *lines], check)["valid"]
     bad = {**good, "hash": lines[3]["hash"]}
@@ -277,7 +278,7 @@ def test_a_range_trusts_its_first_link_and_ignores_what_is_outside() -> None:
 
 
 def test_the_offline_rsa_check_matches_the_key_ring(keyring: KeyRing) -> None:
-    keys = chain.keys_from_jwks(keyring.jwks())
+    keys = offline.keys_from_jwks(keyring.jwks())
     kid, signature = keyring.sign_detached(lambda k: b"message for " + k.encode())
     assert set(keys) == {kid}
     message = b"message for " + kid.encode()
@@ -290,7 +291,7 @@ def test_the_offline_rsa_check_matches_the_key_ring(keyring: KeyRing) -> None:
     assert not keys[kid].verify(message, signature[:-1])
     assert keyring.verify_detached("unknown", message, signature) is None
     other = material_from_pem(generate_private_pem())
-    assert chain.signature_checker({other.kid: keys[kid]})({"kid": kid}) is None
+    assert offline.signature_checker({other.kid: keys[kid]})({"kid": kid}) is None
     # a signature by another key does not verify with this one
     stranger = KeyRing()
     stranger.load_from_config(other.private_pem or "")
@@ -311,7 +312,7 @@ def test_unusable_jwks_entries_are_skipped(keyring: KeyRing) -> None:
             "not an object",
         ]
     }
-    assert set(chain.keys_from_jwks(jwks)) == {good["kid"]}
+    assert set(offline.keys_from_jwks(jwks)) == {good["kid"]}
 
 
 def export_lines(keyring: KeyRing, count: int) -> list[bytes]:
@@ -327,29 +328,29 @@ def export_lines(keyring: KeyRing, count: int) -> list[bytes]:
 def test_verify_export_reads_ndjson(keyring: KeyRing) -> None:
     text = export_lines(keyring, 20)
     assert text[5].startswith(b'{"type":"record","seq":4,"prev_hash":"')
-    report = chain.verify_export(text, keyring.jwks())
+    report = offline.verify_export(text, keyring.jwks())
     assert report["valid"], report
     assert report["checked"] == 20
     # the same content in another layout (parsed and re-encoded) verifies too
     relaid = [json.dumps(dict(reversed(json.loads(t).items())), indent=1) for t in text]
-    assert chain.verify_export(relaid, keyring.jwks())["checked"] == 20
+    assert offline.verify_export(relaid, keyring.jwks())["checked"] == 20
     # the same export against another key set: nothing proves it
     stranger = {"keys": [material_from_pem(generate_private_pem()).jwks_entry()]}
-    report = chain.verify_export(text, stranger)
+    report = offline.verify_export(text, stranger)
     assert not report["valid"]
     assert report["unverified_checkpoints"] == 1
     # a byte changed inside a record is caught on the verbatim path
     tampered = list(text)
     tampered[9] = tampered[9].replace(b"server.create", b"server.delete")
-    error = chain.verify_export(tampered, keyring.jwks())["first_error"]
+    error = offline.verify_export(tampered, keyring.jwks())["first_error"]
     assert (error["seq"], error["kind"]) == (8, "modified")
     gone = list(text)
     gone[4] = export_line(3, json.loads(gone[4])["prev_hash"], json.loads(gone[4])["hash"], None)
-    error = chain.verify_export(gone, keyring.jwks())["first_error"]
+    error = offline.verify_export(gone, keyring.jwks())["first_error"]
     assert (error["seq"], error["kind"]) == (3, "missing")
     # a line that is not JSON stops the check where it is
     broken = [*text[:5], b"{not json\n", *text[5:]]
-    error = chain.verify_export(broken, keyring.jwks())["first_error"]
+    error = offline.verify_export(broken, keyring.jwks())["first_error"]
     assert error["seq"] == 4
     assert error["kind"] == "missing"
 
@@ -384,11 +385,11 @@ def test_a_checkpoint_after_the_records_it_covers_is_refused(keyring: KeyRing) -
     forged = relinked(forged, 3)
     text = [export_line(x["seq"], x["prev_hash"], x["hash"], x["record"]) for x in forged]
     moved = [*text, json.dumps(genuine).encode() + b"\n"]
-    report = chain.verify_export(moved, keyring.jwks())
+    report = offline.verify_export(moved, keyring.jwks())
     assert not report["valid"]
     assert report["first_error"]["kind"] == "reordered"
     first = [json.dumps(genuine).encode() + b"\n", *text]
-    assert chain.verify_export(first, keyring.jwks())["first_error"]["kind"] == "modified"
+    assert offline.verify_export(first, keyring.jwks())["first_error"]["kind"] == "modified"
 
 
 def test_removed_or_rekeyed_checkpoints_leave_a_tail_no_signature_covers(
@@ -402,7 +403,7 @@ def test_removed_or_rekeyed_checkpoints_leave_a_tail_no_signature_covers(
     text = [json.dumps(early).encode() + b"\n"] + [
         export_line(x["seq"], x["prev_hash"], x["hash"], x["record"]) for x in lines
     ]
-    report = chain.verify_export(text, keyring.jwks(), max_unsigned=20)
+    report = offline.verify_export(text, keyring.jwks(), max_unsigned=20)
     assert not report["valid"]
     assert report["signed_through"] == 2
     assert (report["first_error"]["seq"], report["first_error"]["kind"]) == (3, "modified")
@@ -410,4 +411,4 @@ def test_removed_or_rekeyed_checkpoints_leave_a_tail_no_signature_covers(
     # the same chain with a checkpoint within the interval of its tip verifies
     late = signed_checkpoint(keyring, 50, lines[49]["hash"])
     ok = [json.dumps(late).encode() + b"\n", *text]
-    assert chain.verify_export(ok, keyring.jwks(), max_unsigned=20)["valid"]
+    assert offline.verify_export(ok, keyring.jwks(), max_unsigned=20)["valid"]

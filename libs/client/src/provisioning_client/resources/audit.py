@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 
 from .._convert import from_dict
-from ..audit_chain import AuditVerification, verify_export
+from ..audit_offline import AuditVerification, verify_export
 from ..errors import TransportError, error_for_status
 from ..models import AuditLog, Page
 from ._base import Resource

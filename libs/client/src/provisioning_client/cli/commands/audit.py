@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from ...audit_chain import AuditVerification
+from ...audit_offline import AuditVerification
 from ..context import Context, PageArgs, emit_list
 from ..exit_codes import ExitCode
 from ..files import InputFileError, load_document
