@@ -90,13 +90,27 @@ def new_batch(
             results=None,
         )
         op_docs.append(doc)
-    batch: dict[str, Any] = {
+    return batch_document(data, batch_id, created_by, now, op_docs, len(specs)), specs
+
+
+def batch_document(
+    data: Mapping[str, Any],
+    batch_id: str,
+    created_by: str | None,
+    now: datetime,
+    op_docs: list[dict[str, Any]],
+    total_tasks: int,
+) -> dict[str, Any]:
+    """A new batch run's document, Pending, from the submitted (or the original
+    run's) ``name``, ``version``, ``storage_backend``, ``parallel_limit`` and
+    ``rollback_enabled``."""
+    return {
         "_id": batch_id,
         "name": data["name"],
         "version": data["version"],
-        "storage_backend": data["storage_backend"],
+        "storage_backend": data.get("storage_backend") or "mongodb",
         "parallel_limit": data["parallel_limit"],
-        "rollback_enabled": data["rollback_enabled"],
+        "rollback_enabled": bool(data.get("rollback_enabled")),
         "created_by": created_by,
         "created_at": now,
         "started_at": None,
@@ -106,11 +120,10 @@ def new_batch(
         "cancel_requested": False,
         "rolled_back": False,
         "rollback": None,
-        "total_tasks": len(specs),
+        "total_tasks": total_tasks,
         "finished_tasks": 0,
         "operations": op_docs,
     }
-    return batch, specs
 
 
 def specs_of(batch: Mapping[str, Any]) -> list[TaskSpec]:

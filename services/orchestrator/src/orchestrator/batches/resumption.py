@@ -23,6 +23,7 @@ from provisioning_common.errors import Conflict, UnprocessableEntity
 from . import model
 from .approvals import APPROVED, decided, held_operations, is_gate, submitters_of
 from .model import APPROVAL, COMPLETED, FAILED, FINISHED, PENDING, Operation, TaskSpec
+from .planning import batch_document
 
 # The reason an operation left out of a run (``operations`` did not name it) shows.
 NOT_SELECTED = "not selected for this run"
@@ -193,32 +194,19 @@ def resumed_batch(
             results=None,
         )
         op_docs.append(doc)
-    batch: dict[str, Any] = {
-        "_id": batch_id,
-        "name": original["name"],
-        "version": original["version"],
-        "storage_backend": original.get("storage_backend") or "mongodb",
-        "parallel_limit": original["parallel_limit"],
-        "rollback_enabled": bool(original.get("rollback_enabled")),
-        "created_by": created_by,
-        # Everyone who submitted or resumed this chain of runs: none of them may approve
-        # its gates (four-eyes holds across a resume by someone else).
-        "submitters": sorted(set(submitters_of(original)) | ({created_by} - {None})),
-        "created_at": now,
-        "started_at": None,
-        "completed_at": None,
-        "status": PENDING,
-        "tasks_created": False,
-        "cancel_requested": False,
-        "rolled_back": False,
-        "rollback": None,
-        "total_tasks": len(specs),
-        "finished_tasks": 0,
-        "operations": op_docs,
-        "resumed_from": original["_id"],
-        "resume": {
-            "operations": list(request.operations) if request.operations is not None else None,
-            "rerun_completed": request.rerun_completed,
-        },
-    }
+    batch = batch_document(original, batch_id, created_by, now, op_docs, len(specs))
+    batch.update(
+        {
+            # Everyone who submitted or resumed this chain of runs: none of them may
+            # approve its gates (four-eyes holds across a resume by someone else).
+            "submitters": sorted({*submitters_of(original), *([created_by] if created_by else [])}),
+            "resumed_from": original["_id"],
+            "resume": {
+                "operations": (
+                    list(request.operations) if request.operations is not None else None
+                ),
+                "rerun_completed": request.rerun_completed,
+            },
+        }
+    )
     return batch, runnable(batch, specs)
